@@ -1,0 +1,123 @@
+"""create_app(settings): routes, middlewares and one cleanup context per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from relay.config import Settings
+from relay.dispatcher import Dispatcher, create_webhook_session
+from relay.http import ops
+from relay.http import tasks as task_routes
+from relay.http import webhooks as webhook_routes
+from relay.http.middlewares import authenticate, problems, request_context
+from relay.keys import (
+    CATALOG,
+    HTTP_SESSION,
+    RUNTIME,
+    SETTINGS,
+    STORE,
+    TASKS,
+    UPSTREAM,
+    WEBHOOK_SESSION,
+    WEBHOOKS,
+)
+from relay.loops import Loop
+from relay.models_catalog import ModelCatalog
+from relay.poller import Poller
+from relay.resubmitter import Resubmitter
+from relay.runtime import Runtime
+from relay.store import Store
+from relay.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
+from relay.upstream.client import UpstreamClient
+from relay.webhooks import WebhookService
+
+# Contract: a body over 1 MiB is answered 413 before it is parsed.
+MAX_BODY_BYTES = 1024 * 1024
+# One pooled ClientSession serves upstream calls; bounded so a slow upstream cannot
+# exhaust sockets, generous enough for the poller's concurrency.
+UPSTREAM_CONNECTIONS = 256
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The relay as an aiohttp application; roles decide which loops start with it."""
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[request_context, problems, authenticate],
+    )
+    app[SETTINGS] = settings
+    app[CATALOG] = ModelCatalog()
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_upstream)
+    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_loops)
+    app.add_routes(ops.routes)
+    if "api" in settings.roles:
+        app.add_routes(task_routes.routes)
+        app.add_routes(webhook_routes.routes)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.database_url:
+        raise RuntimeError("RELAY_DATABASE_URL is not set")
+    app[STORE] = await Store.open(settings.database_url, size=settings.db_pool_size)
+    yield
+    await app[STORE].close()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300)
+    )
+    app[HTTP_SESSION] = session
+    app[UPSTREAM] = UpstreamClient(
+        session,
+        settings.upstream_url,
+        settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+        max_rps=settings.upstream_max_rps,
+        timeout_s=settings.upstream_timeout_s,
+    )
+    # Webhooks leave through their own session: no redirects, resolved-address checks.
+    app[WEBHOOK_SESSION] = create_webhook_session(settings)
+    yield
+    await app[WEBHOOK_SESSION].close()
+    await session.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[TASKS] = TaskService(
+        app[STORE],
+        app[UPSTREAM],
+        app[CATALOG],
+        submit_lease_s=settings.upstream_timeout_s + SUBMIT_LEASE_MARGIN_S,
+        poll_interval_min_s=settings.poll_interval_min_s,
+    )
+    app[WEBHOOKS] = WebhookService(app[STORE], settings)
+    yield
+
+
+async def _loops(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    loops: dict[str, Loop] = {
+        "resubmitter": Resubmitter(
+            app[STORE], app[TASKS], upstream_timeout_s=settings.upstream_timeout_s
+        ),
+        "poller": Poller(app[STORE], app[UPSTREAM], settings),
+        "dispatcher": Dispatcher(app[STORE], app[WEBHOOK_SESSION], settings),
+    }
+    active = set()
+    if "poller" in settings.roles:
+        active |= {"resubmitter", "poller"}
+    if "dispatcher" in settings.roles:
+        active.add("dispatcher")
+    runtime = Runtime(loops, active=active, grace_s=settings.shutdown_grace_s)
+    app[RUNTIME] = runtime
+    runtime.start()
+    yield
+    await runtime.stop()

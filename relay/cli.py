@@ -1,0 +1,158 @@
+"""The `relay` command: argument parsing only; everything else is called from here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from relay import __version__
+from relay.config import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Bad usage: one line naming the problem, exit 2."""
+        self.exit(EXIT_USAGE, f"relay: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of contract section 2."""
+    from relay.upstream.simulator import add_simulator_arguments
+
+    parser = _Parser(prog="relay", description="MindVideo generations without polling.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the service (all roles by default)")
+    serve.add_argument("--roles", help="comma-separated subset of api,poller,dispatcher")
+    commands.add_parser("migrate", help="apply missing sql/NNNN_*.sql migrations")
+
+    keys = commands.add_parser("keys", help="manage client API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    create = key_commands.add_parser("create", help="create a client; prints its key once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="the client sees every task")
+    key_commands.add_parser("list", help="list clients (never their keys)")
+    revoke = key_commands.add_parser("revoke", help="revoke a client's key at once")
+    revoke.add_argument("name")
+
+    demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine")
+    demo.add_argument("--tasks", type=int, default=3, help="how many sample tasks to submit")
+    demo.add_argument("--task-duration", type=float, default=6.0, help="simulated seconds")
+
+    simulate = commands.add_parser("simulate-upstream", help="run the MindVideo simulator")
+    add_simulator_arguments(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `relay` and `python -m relay`."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "simulate-upstream":
+            from relay.upstream.simulator import run_simulator_from_args
+
+            run_simulator_from_args(args)
+            return EXIT_OK
+        overrides = {"roles": args.roles} if getattr(args, "roles", None) else {}
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"relay: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from relay.logs import configure_logging
+
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        [settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None],
+    )
+    if args.command == "demo":
+        from relay.demo import run_demo
+
+        return run_demo(settings, tasks=args.tasks, task_duration=args.task_duration)
+    if not settings.database_url:
+        print("relay: configuration error: RELAY_DATABASE_URL: is required", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings.database_url))
+    return asyncio.run(_keys(settings, args))
+
+
+def serve(settings: Settings) -> int:
+    """Run the service until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if a loop died."""
+    from aiohttp import web
+
+    from relay.app import create_app
+    from relay.keys import RUNTIME
+
+    app = create_app(settings)
+    died: list[str] = []
+
+    async def on_startup(app: web.Application) -> None:
+        def fatal(name: str) -> None:
+            died.append(name)
+            signal.raise_signal(signal.SIGTERM)  # run_app's handler stops the server cleanly
+
+        app[RUNTIME].on_fatal = fatal
+
+    app.on_startup.append(on_startup)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_s,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )
+    return EXIT_FAILURE if died else EXIT_OK
+
+
+async def _migrate(dsn: str) -> int:
+    from relay.store import migrate
+
+    applied = await migrate(dsn)
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return EXIT_OK
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from relay import clients
+    from relay.errors import Conflict
+    from relay.store import Store
+
+    assert settings.database_url
+    store = await Store.open(settings.database_url, size=2)
+    try:
+        if args.keys_command == "create":
+            try:
+                key, secret = await clients.create_client(store, args.name, admin=args.admin)
+            except Conflict as exc:
+                print(f"relay: {exc.detail}", file=sys.stderr)
+                return EXIT_FAILURE
+            print(f"client:         {args.name}{' (admin)' if args.admin else ''}")
+            print(f"api key:        {key}")
+            print(f"signing secret: {secret}")
+            print("Store both now: they are not shown again.")
+        elif args.keys_command == "list":
+            for row in await clients.list_clients(store):
+                state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
+                role = "admin" if row["is_admin"] else "client"
+                print(f"{row['name']}\t{role}\t{row['key_prefix']}…\t{state}")
+        elif not await clients.revoke_client(store, args.name):
+            print(f"relay: no active client named {args.name!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        else:
+            print(f"revoked {args.name}")
+    finally:
+        await store.close()
+    return EXIT_OK

@@ -1,0 +1,161 @@
+"""Recording what happens to a task: the single place where a status change is written.
+
+Every status change (from submission, the resubmitter, the poller) goes through
+`record_task_outcomes`, which in ONE transaction updates the task rows, appends history
+and writes the webhook outbox (event + one delivery per matching subscriber). A status
+change and its webhooks therefore commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from relay import metrics
+from relay.ids import new_id
+from relay.store import Db, as_json_param
+from relay.views import EVENT_TYPES, TERMINAL_STATUSES, task_json, webhook_body
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a task's audit history, before it has an id and a seq."""
+
+    type: str
+    source: str
+    dedupe_key: str
+    from_status: str | None = None
+    to_status: str | None = None
+    upstream_event: dict[str, Any] | None = None
+
+    @classmethod
+    def status_change(cls, from_status: str | None, to_status: str, source: str) -> HistoryEntry:
+        """The task entered `to_status`; recorded once per status per task."""
+        return cls(f"task.{to_status}", source, f"status:{to_status}", from_status, to_status)
+
+
+@dataclass
+class TaskOutcome:
+    """The new state of one task plus what to append to its history."""
+
+    task_id: str
+    status: str
+    cost_estimate: float | None
+    cost_actual: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    upstream_task_id: str | None = None
+    upstream_request_id: str | None = None
+    entries: list[HistoryEntry] = field(default_factory=list)
+    changed: bool = True
+    poll_interval_s: float | None = None
+    poll_delay_s: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], **changes: Any) -> TaskOutcome:
+        """Start from the stored task and apply `changes`."""
+        base = {
+            "task_id": row["id"],
+            "status": row["status"],
+            "cost_estimate": row["cost_estimate"],
+            "cost_actual": row["cost_actual"],
+            "output": row["output"],
+            "error": row["error"],
+            "poll_interval_s": row["poll_interval_s"],
+        }
+        return cls(**{**base, **changes})
+
+
+def _snapshot(task: dict[str, Any], status: str, final_status: str) -> dict[str, Any]:
+    """The task as it was when it entered `status` (earlier steps of one poll lack results)."""
+    if status == final_status:
+        return task
+    snapshot = {**task, "status": status}
+    if status not in TERMINAL_STATUSES:
+        snapshot.update(cost_actual=None, output=None, error=None, completed_at=None)
+    return snapshot
+
+
+async def record_task_outcomes(
+    db: Db, owner: str | None, outcomes: list[TaskOutcome]
+) -> list[Mapping[str, Any]]:
+    """Apply outcomes, append history, write the outbox. Call inside `store.transaction()`.
+
+    Only tasks whose lease is still held by `owner` (None: unleased) change; the others
+    were taken over and are skipped. Returns the updated task rows.
+    """
+    if not outcomes:
+        return []
+    rows = await db.fetch(
+        "apply_task_updates",
+        owner,
+        as_json_param(
+            {
+                "id": o.task_id,
+                "status": o.status,
+                "upstream_task_id": o.upstream_task_id,
+                "upstream_request_id": o.upstream_request_id,
+                "cost_estimate": o.cost_estimate,
+                "cost_actual": o.cost_actual,
+                "output": o.output,
+                "error": o.error,
+                "changed": o.changed or bool(o.entries),
+                "new_events": len(o.entries),
+                "poll_interval_s": o.poll_interval_s,
+                "poll_delay_s": o.poll_delay_s,
+            }
+            for o in outcomes
+        ),
+    )
+    updated = {row["id"]: row for row in rows}
+    history: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        row = updated.get(outcome.task_id)
+        if row is None or not outcome.entries:
+            continue
+        first_seq = row["event_seq"] - len(outcome.entries) + 1
+        for offset, entry in enumerate(outcome.entries):
+            history.append(
+                {
+                    "id": new_id("evt"),
+                    "task_id": outcome.task_id,
+                    "seq": first_seq + offset,
+                    "type": entry.type,
+                    "from_status": entry.from_status,
+                    "to_status": entry.to_status,
+                    "source": entry.source,
+                    "upstream_event": entry.upstream_event,
+                    "dedupe_key": entry.dedupe_key,
+                }
+            )
+    if not history:
+        return rows
+    inserted = {r["id"] for r in await db.fetch("insert_history", as_json_param(history))}
+    now = datetime.now(UTC)
+    outbox = []
+    for item in history:
+        if item["id"] not in inserted:
+            continue
+        if item["to_status"] is not None and item["type"] in EVENT_TYPES:
+            metrics.STATUS_CHANGES.labels(item["to_status"]).inc()
+            row = updated[item["task_id"]]
+            data = _snapshot(task_json(row), item["to_status"], row["status"])
+            outbox.append(
+                {
+                    "id": item["id"],
+                    "task_id": item["task_id"],
+                    "client_id": row["client_id"],
+                    "type": item["type"],
+                    "payload": webhook_body(item["id"], item["type"], now, data),
+                    "ord": len(outbox),
+                }
+            )
+    if outbox:
+        await db.execute("lock_event_feed")
+        await db.fetch("insert_webhook_events", as_json_param(outbox))
+        deliveries = await db.fetch("insert_deliveries", [e["id"] for e in outbox])
+        if deliveries:
+            await db.execute("notify_outbox")
+    return rows

@@ -1,0 +1,1 @@
+"""HTTP handlers: parse with pydantic, call a domain service, shape the answer."""

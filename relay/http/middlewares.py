@@ -1,0 +1,129 @@
+"""Request context and logging, authentication, and the one place errors become problems."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from relay import clients, metrics
+from relay.errors import FieldError, InvalidRequest, RelayError, Unauthorized, problem
+from relay.keys import CLIENT, STORE
+
+log = structlog.get_logger("relay.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_JSON = "application/problem+json"
+# Operational endpoints answer without a key (probes and scrapers have none).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+def problem_response(error: RelayError) -> web.Response:
+    """An RFC 9457 body for a domain error."""
+    body: dict[str, object] = {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+    }
+    if error.errors:
+        body["errors"] = [{"loc": e.loc, "message": e.message} for e in error.errors]
+    return web.Response(
+        status=error.status, text=json.dumps(body), content_type=PROBLEM_JSON, charset=None
+    )
+
+
+def pydantic_errors(exc: ValidationError, base: str = "") -> list[FieldError]:
+    """pydantic errors located by JSON pointer."""
+    found = []
+    for err in exc.errors(include_url=False, include_input=False):
+        pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err["loc"])
+        found.append(FieldError(base + pointer or "/", err["msg"]))
+    return found
+
+
+_HTTP_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+}
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, log one line per request, count it."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id[:64]
+        return response
+    finally:
+        route = request.match_info.route.resource
+        route_name = route.canonical if route is not None else "unmatched"
+        elapsed = time.perf_counter() - started
+        metrics.HTTP_REQUESTS.labels(request.method, route_name, str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route_name).observe(elapsed)
+        client = request.get(CLIENT)
+        if route_name != "/metrics":
+            log.info(
+                "http_request",
+                method=request.method,
+                route=route_name,
+                status=status,
+                latency_ms=round(elapsed * 1000, 2),
+                client=client.name if client else None,
+            )
+        structlog.contextvars.clear_contextvars()
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every error to problem+json; unexpected ones to a bare 500 (logged, not echoed)."""
+    try:
+        return await handler(request)
+    except RelayError as exc:
+        return problem_response(exc)
+    except ValidationError as exc:
+        return problem_response(InvalidRequest("the request is invalid", pydantic_errors(exc)))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        title = _HTTP_TITLES.get(exc.status, exc.reason)
+        detail = exc.reason
+        if exc.status == 413:
+            detail = "request body exceeds 1 MiB"
+        return problem_response(
+            RelayError(detail, exc.status, title, problem(title.lower().replace(" ", "-")))
+        )
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        return problem_response(
+            RelayError("an internal error occurred", 500, "Internal error", problem("internal"))
+        )
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /v1 request carries `Authorization: Bearer rk_...` of an active client."""
+    if request.path in PUBLIC_PATHS or not request.path.startswith("/v1"):
+        return await handler(request)
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("missing Authorization: Bearer <key>")
+    client = await clients.authenticate(request.app[STORE], key.strip())
+    if client is None:
+        raise Unauthorized("unknown or revoked API key")
+    request[CLIENT] = client
+    structlog.contextvars.bind_contextvars(client=client.name)
+    return await handler(request)

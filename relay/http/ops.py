@@ -1,0 +1,62 @@
+"""Operational routes (no auth): liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from relay import metrics
+from relay.keys import STORE, UPSTREAM
+from relay.store import latest_migration_version
+
+routes = web.RouteTableDef()
+log = structlog.get_logger(__name__)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the process runs."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """200 when the database answers, the schema is current and upstream accepts our key."""
+    checks: dict[str, str] = {}
+    try:
+        version = await request.app[STORE].fetchval("schema_version")
+        expected = latest_migration_version()
+        checks["database"] = "ok"
+        checks["schema"] = "ok" if version == expected else f"at {version}, expected {expected}"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    upstream = request.app.get(UPSTREAM)
+    checks["upstream_auth"] = (
+        "failing: upstream refuses RELAY_UPSTREAM_API_KEY"
+        if upstream is not None and upstream.auth_failing
+        else "ok"
+    )
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+@routes.get("/metrics")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text; the database-derived gauges are read now."""
+    store = request.app[STORE]
+    try:
+        counts = {r["status"]: r["n"] for r in await store.fetch("tasks_in_flight")}
+        for status in ("queued", "processing"):
+            metrics.TASKS_IN_FLIGHT.labels(status).set(counts.get(status, 0))
+        outbox = await store.fetchrow("outbox_stats")
+        metrics.OUTBOX_PENDING.set(outbox["pending"])
+        metrics.OUTBOX_OLDEST_AGE.set(outbox["oldest_age_s"])
+    except Exception as exc:
+        log.warning("metrics_gauges_unavailable", error=type(exc).__name__)
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

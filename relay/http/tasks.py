@@ -1,0 +1,89 @@
+"""Task routes: submit, read, list, history, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from relay.errors import FieldError, InvalidRequest
+from relay.http.common import json_response, read_body, read_query
+from relay.http.schemas import TaskCreate, TaskStatus
+from relay.keys import CLIENT, TASKS
+from relay.tasks import NewTask
+from relay.views import history_json, task_json
+
+routes = web.RouteTableDef()
+# Stripe and the MindVideo notes both bound idempotency keys; the contract says 255.
+IDEMPOTENCY_KEY_MAX = 255
+
+
+class TaskListQuery(BaseModel):
+    """`GET /v1/tasks` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus | None = None
+    model: str | None = None
+    created_after: datetime | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=100)
+
+
+@routes.post("/v1/tasks")
+async def create_task(request: web.Request) -> web.Response:
+    """Validate, store, submit upstream: 202 (new) or 200 (idempotent replay)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidRequest(
+            "Idempotency-Key must be 1 to 255 characters",
+            [FieldError("/headers/Idempotency-Key", "must be 1 to 255 characters")],
+            status=400,
+        )
+    body = await read_body(request, TaskCreate)
+    new_task = NewTask(
+        model=body.model,
+        input=body.input,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
+        webhook_events=list(body.webhook_events) if body.webhook_events else None,
+        metadata=body.metadata,
+    )
+    row, created = await request.app[TASKS].create(request[CLIENT], new_task, key)
+    return json_response(task_json(row), status=202 if created else 200)
+
+
+@routes.get("/v1/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """Tasks newest first, keyset-paginated."""
+    query = read_query(request, TaskListQuery)
+    page, next_cursor = await request.app[TASKS].list(
+        request[CLIENT],
+        status=query.status,
+        model=query.model,
+        created_after=query.created_after,
+        cursor=query.cursor,
+        limit=query.limit,
+    )
+    return json_response({"data": [task_json(r) for r in page], "next_cursor": next_cursor})
+
+
+@routes.get("/v1/tasks/{task_id}")
+async def get_task(request: web.Request) -> web.Response:
+    """One task."""
+    row = await request.app[TASKS].get(request[CLIENT], request.match_info["task_id"])
+    return json_response(task_json(row))
+
+
+@routes.get("/v1/tasks/{task_id}/events")
+async def task_events(request: web.Request) -> web.Response:
+    """The task's audit history, oldest first."""
+    rows = await request.app[TASKS].history(request[CLIENT], request.match_info["task_id"])
+    return json_response({"data": [history_json(r) for r in rows]})
+
+
+@routes.post("/v1/tasks/{task_id}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    """Forward a cancellation upstream; 202 with the task as it stands."""
+    row = await request.app[TASKS].cancel(request[CLIENT], request.match_info["task_id"])
+    return json_response(task_json(row), status=202)

@@ -1,0 +1,23 @@
+"""Every typed key of the aiohttp application and request state, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    pass
+
+SETTINGS = web.AppKey["Settings"]("settings")
+STORE = web.AppKey["Store"]("store")
+HTTP_SESSION = web.AppKey[aiohttp.ClientSession]("http_session")
+WEBHOOK_SESSION = web.AppKey[aiohttp.ClientSession]("webhook_session")
+UPSTREAM = web.AppKey["UpstreamClient"]("upstream")
+CATALOG = web.AppKey["ModelCatalog"]("catalog")
+TASKS = web.AppKey["TaskService"]("tasks")
+WEBHOOKS = web.AppKey["WebhookService"]("webhooks")
+RUNTIME = web.AppKey["Runtime"]("runtime")
+
+CLIENT = web.RequestKey["Client"]("client")

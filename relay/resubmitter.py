@@ -1,0 +1,51 @@
+"""Keeps submitting tasks upstream has not accepted yet, with the same Idempotency-Key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from relay.loops import Loop, new_owner_id
+from relay.store import Store
+from relay.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
+
+log = structlog.get_logger(__name__)
+
+# A small batch: resubmission only matters while upstream recovers from an outage.
+RESUBMIT_BATCH = 50
+
+
+class Resubmitter(Loop):
+    """Claims tasks whose submission is due (first try failed, or its caller died)."""
+
+    name = "resubmitter"
+
+    def __init__(
+        self, store: Store, tasks: TaskService, *, upstream_timeout_s: float, idle_s: float = 1.0
+    ) -> None:
+        super().__init__(idle_s)
+        self.store = store
+        self.tasks = tasks
+        self.owner = new_owner_id("resubmitter")
+        self.lease_s = upstream_timeout_s + SUBMIT_LEASE_MARGIN_S
+
+    async def run_once(self) -> int:
+        """Claim due submissions and send each upstream again."""
+        rows = await self.store.fetch(
+            "claim_due_submissions", self.owner, RESUBMIT_BATCH, self.lease_s
+        )
+        if rows:
+            await asyncio.gather(*(self._submit(row) for row in rows))
+        return len(rows)
+
+    async def _submit(self, row: object) -> None:
+        try:
+            await self.tasks.submit_upstream(row, owner=self.owner)  # type: ignore[arg-type]
+        except Exception:
+            # The lease expires and the task is tried again; never lose it, never crash.
+            log.exception("resubmit_failed", task_id=row["id"])  # type: ignore[index]
+
+    async def release(self) -> None:
+        """Hand back claimed submissions."""
+        await self.store.execute("release_task_leases", self.owner)

@@ -1,0 +1,282 @@
+"""Tasks: validate, store durably, submit upstream, read back, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from relay import metrics
+from relay.clients import Client
+from relay.errors import Conflict, FieldError, InvalidRequest, NotFound, RelayError, problem
+from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.ids import new_id
+from relay.models_catalog import ModelCatalog
+from relay.store import Store
+from relay.upstream.client import (
+    UpstreamAuthError,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from relay.views import TERMINAL_STATUSES
+
+log = structlog.get_logger(__name__)
+
+# Metadata is for correlation ids, not payloads.
+METADATA_MAX_BYTES = 4096
+# Resubmission backoff: doubles from 1 s, capped at 5 minutes so a long upstream outage
+# still sees each task retried a few times an hour.
+RESUBMIT_BASE_S = 1.0
+RESUBMIT_MAX_S = 300.0
+# How long a submission may be in flight before the resubmitter assumes its caller died.
+SUBMIT_LEASE_MARGIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated `POST /v1/tasks` body."""
+
+    model: str
+    input: dict[str, Any]
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+    def request_hash(self) -> str:
+        """Canonical hash of the body: the idempotency comparison."""
+        canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _IdempotentReplay(Exception):
+    """Rolls back the insert of a twin request; carries what the key already points to."""
+
+
+def resubmit_delay(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds before the next submission attempt: exponential, jittered, Retry-After wins."""
+    delay = min(RESUBMIT_BASE_S * 2 ** max(attempts - 1, 0), RESUBMIT_MAX_S)
+    delay *= random.uniform(0.8, 1.2)
+    return max(delay, retry_after or 0.0)
+
+
+class TaskService:
+    """Every task operation the API and the background loops perform."""
+
+    def __init__(
+        self,
+        store: Store,
+        upstream: UpstreamClient,
+        catalog: ModelCatalog,
+        *,
+        submit_lease_s: float,
+        poll_interval_min_s: float,
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.catalog = catalog
+        self.submit_lease_s = submit_lease_s
+        self.poll_interval_min_s = poll_interval_min_s
+
+    def validate(self, task: NewTask) -> None:
+        """Model known, input valid for its schema, metadata small: or InvalidRequest."""
+        if task.model not in self.catalog:
+            raise InvalidRequest(
+                f"unknown model {task.model!r}; known models: {', '.join(self.catalog.names)}",
+                [FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")],
+            )
+        errors = self.catalog.validate_input(task.model, task.input)
+        if task.metadata is not None:
+            size = len(json.dumps(task.metadata, separators=(",", ":")).encode())
+            if size > METADATA_MAX_BYTES:
+                errors.append(
+                    FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")
+                )
+        if errors:
+            raise InvalidRequest(f"{len(errors)} validation error(s) in the request", errors)
+
+    async def create(
+        self, client: Client, task: NewTask, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a task and submit it upstream. Returns (task row, created)."""
+        self.validate(task)
+        task_id = new_id("tsk")
+        request_hash = task.request_hash()
+        try:
+            async with self.store.transaction() as db:
+                row = await db.fetchrow(
+                    "insert_task",
+                    task_id,
+                    client.id,
+                    task.model,
+                    task.input,
+                    task.metadata,
+                    task.webhook_url,
+                    task.webhook_events,
+                    self.submit_lease_s,
+                )
+                if idempotency_key is not None:
+                    claimed = await db.fetchrow(
+                        "insert_idempotency_key", client.id, idempotency_key, request_hash, task_id
+                    )
+                    if claimed is None:
+                        raise _IdempotentReplay
+        except _IdempotentReplay:
+            return await self._replay(client, idempotency_key or "", request_hash), False
+        metrics.TASKS_SUBMITTED.labels(task.model).inc()
+        log.info("task_created", task_id=task_id, model=task.model, client=client.name)
+        return await self.submit_upstream(row, owner=None) or dict(row), True
+
+    async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:
+        existing = await self.store.fetchrow("get_idempotency_key", client.id, key)
+        if existing is None:  # purged between our insert and this read: vanishingly rare
+            raise Conflict("idempotency key is being reused; retry", "idempotency-conflict")
+        if existing["request_hash"] != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was already used with a different request body",
+                "idempotency-conflict",
+            )
+        row = await self.store.fetchrow("get_task", existing["task_id"], client.id)
+        assert row is not None
+        return dict(row)
+
+    async def submit_upstream(
+        self, row: Mapping[str, Any], owner: str | None
+    ) -> dict[str, Any] | None:
+        """Send a stored task upstream (key = relay task id) and record the result.
+
+        Transient failures schedule a retry; a definitive 4xx fails the task. Returns the
+        updated row, or None when the row was not ours to write any more.
+        """
+        log_ = log.bind(task_id=row["id"])
+        attempts = row["submit_attempts"]
+        try:
+            answer = await self.upstream.submit(row["id"], row["model"], row["input"])
+        except UpstreamRejected as exc:
+            if exc.status == 409:
+                # Upstream holds our key with another payload: it cannot be ours to fail;
+                # keep retrying slowly and let an operator look.
+                log_.error("upstream_idempotency_conflict", code=exc.code)
+                return await self._retry_later(row, owner, attempts, None)
+            metrics.SUBMISSIONS.labels("rejected").inc()
+            log_.warning("upstream_rejected", status=exc.status, code=exc.code)
+            outcome = TaskOutcome.from_row(
+                row,
+                status="failed",
+                error=exc.as_task_error(),
+                entries=[HistoryEntry.status_change(None, "failed", "relay")],
+            )
+            return await self._record(outcome, owner)
+        except (UpstreamUnavailable, UpstreamAuthError) as exc:
+            metrics.SUBMISSIONS.labels("retry").inc()
+            log_.warning("upstream_submit_deferred", reason=str(exc), attempts=attempts)
+            retry_after = getattr(exc, "retry_after", None)
+            return await self._retry_later(row, owner, attempts, retry_after)
+        except UpstreamError as exc:
+            metrics.SUBMISSIONS.labels("retry").inc()
+            log_.warning("upstream_submit_malformed", reason=str(exc))
+            return await self._retry_later(row, owner, attempts, None)
+        metrics.SUBMISSIONS.labels("accepted").inc()
+        status = answer.get("status")
+        if status not in ("queued", "processing"):
+            status = "queued"
+        outcome = TaskOutcome.from_row(
+            row,
+            status=status,
+            upstream_task_id=answer["task_id"],
+            upstream_request_id=answer.get("request_id"),
+            cost_estimate=_number(answer.get("cost_estimate")),
+            entries=[HistoryEntry.status_change(None, status, "upstream")],
+            poll_interval_s=self.poll_interval_min_s,
+            poll_delay_s=self.poll_interval_min_s,
+        )
+        log_.info("upstream_accepted", upstream_task_id=answer["task_id"])
+        return await self._record(outcome, owner)
+
+    async def _record(self, outcome: TaskOutcome, owner: str | None) -> dict[str, Any] | None:
+        async with self.store.transaction() as db:
+            rows = await record_task_outcomes(db, owner, [outcome])
+        return dict(rows[0]) if rows else None
+
+    async def _retry_later(
+        self, row: Mapping[str, Any], owner: str | None, attempts: int, retry_after: float | None
+    ) -> dict[str, Any] | None:
+        delay = resubmit_delay(attempts, retry_after)
+        await self.store.execute("schedule_resubmit", row["id"], owner, delay)
+        found = await self.store.fetchrow("get_task", row["id"], None)
+        return dict(found) if found else None
+
+    async def get(self, client: Client, task_id: str) -> dict[str, Any]:
+        """One task the client may see, or NotFound."""
+        row = await self.store.fetchrow("get_task", task_id, client.scope)
+        if row is None:
+            raise NotFound("task")
+        return dict(row)
+
+    async def list(
+        self,
+        client: Client,
+        *,
+        status: str | None,
+        model: str | None,
+        created_after: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of tasks, newest first, and the cursor of the next page (or None)."""
+        rows = await self.store.fetch(
+            "list_tasks", client.scope, status, model, created_after, cursor, limit + 1
+        )
+        page = [dict(r) for r in rows[:limit]]
+        return page, (page[-1]["id"] if len(rows) > limit else None)
+
+    async def history(self, client: Client, task_id: str) -> list[dict[str, Any]]:
+        """The task's audit history, oldest first."""
+        await self.get(client, task_id)
+        return [dict(r) for r in await self.store.fetch("task_history", task_id)]
+
+    async def cancel(self, client: Client, task_id: str) -> dict[str, Any]:
+        """Ask upstream to cancel; the resulting status arrives through polling."""
+        row = await self.get(client, task_id)
+        if row["status"] in TERMINAL_STATUSES:
+            raise Conflict(f"task is already {row['status']}", "task-terminal")
+        if row["upstream_task_id"] is None:
+            raise Conflict(
+                "upstream has not accepted the task yet; cancel again once it has",
+                "task-not-submitted",
+            )
+        try:
+            await self.upstream.cancel(row["upstream_task_id"])
+        except UpstreamRejected as exc:
+            if exc.status == 409:
+                await self.store.execute("poll_soon", task_id)
+                raise Conflict(
+                    "upstream reports the task already finished", "task-terminal"
+                ) from None
+            raise RelayError(
+                f"upstream refused the cancellation: {exc.code}",
+                502,
+                "Upstream error",
+                problem("upstream-error"),
+            ) from None
+        except UpstreamError:
+            raise RelayError(
+                "upstream is unavailable; try again",
+                503,
+                "Upstream unavailable",
+                problem("upstream-unavailable"),
+            ) from None
+        await self.store.execute("poll_soon", task_id)
+        log.info("cancel_requested", task_id=task_id)
+        return row
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -1,0 +1,393 @@
+-- Named queries, loaded once by relay.store. Each section: `-- name: x`, then a one-line why.
+
+-- name: insert_client
+-- Register a client (nothing when the name is taken); the key is stored only as its sha256.
+INSERT INTO clients (name, key_hash, key_prefix, signing_secret, is_admin)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (name) DO NOTHING
+RETURNING id, name, is_admin, created_at;
+
+-- name: list_clients
+-- Every client, never the key nor the secret.
+SELECT id, name, key_prefix, is_admin, created_at, revoked_at FROM clients ORDER BY id;
+
+-- name: revoke_client
+-- Revocation is immediate: authentication reads this row on every request.
+UPDATE clients SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING id;
+
+-- name: authenticate_client
+-- The client behind a key hash, unless revoked.
+SELECT id, name, is_admin FROM clients WHERE key_hash = $1 AND revoked_at IS NULL;
+
+-- name: insert_task
+-- A new task, durable before anything is sent upstream; $8 is the submit lease in seconds.
+INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
+                   submit_attempts, next_submit_at)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, 1, now() + make_interval(secs => $8))
+RETURNING *;
+
+-- name: insert_idempotency_key
+-- Claim an idempotency key; a concurrent twin waits on the unique index, then gets nothing.
+INSERT INTO idempotency_keys (client_id, key, request_hash, task_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (client_id, key) DO NOTHING
+RETURNING task_id;
+
+-- name: get_idempotency_key
+-- What an idempotency key was first used for.
+SELECT request_hash, task_id FROM idempotency_keys WHERE client_id = $1 AND key = $2;
+
+-- name: get_task
+-- One task, visible to its client ($2) or to an admin ($2 NULL).
+SELECT * FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2);
+
+-- name: list_tasks
+-- Newest first by time-ordered id; the cursor is the last id seen.
+SELECT * FROM tasks
+WHERE ($1::bigint IS NULL OR client_id = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR model = $3)
+  AND ($4::timestamptz IS NULL OR created_at > $4)
+  AND ($5::text IS NULL OR id < $5)
+ORDER BY id DESC
+LIMIT $6;
+
+-- name: claim_due_submissions
+-- Tasks upstream has not accepted yet whose retry time has come; the lease is next_submit_at.
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status = 'queued' AND upstream_task_id IS NULL AND next_submit_at <= now()
+    ORDER BY next_submit_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET lease_owner = $1,
+    next_submit_at = now() + make_interval(secs => $3),
+    submit_attempts = t.submit_attempts + 1
+FROM due
+WHERE t.id = due.id
+RETURNING t.*;
+
+-- name: schedule_resubmit
+-- Upstream could not take the task now: try again after $3 seconds.
+UPDATE tasks
+SET next_submit_at = now() + make_interval(secs => $3), lease_owner = NULL
+WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $2 AND upstream_task_id IS NULL
+  AND status = 'queued'
+RETURNING id;
+
+-- name: claim_due_polls
+-- Due in-flight tasks, one batch; the lease is next_poll_at, so a dead owner's tasks come due.
+WITH due AS (
+    SELECT id, next_poll_at AS due_at FROM tasks
+    WHERE status IN ('queued', 'processing') AND upstream_task_id IS NOT NULL
+      AND next_poll_at <= now()
+    ORDER BY next_poll_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET lease_owner = $1, next_poll_at = now() + make_interval(secs => $3)
+FROM due
+WHERE t.id = due.id
+RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s;
+
+-- name: history_keys
+-- What is already recorded for these tasks, to diff upstream's events against.
+SELECT task_id, dedupe_key FROM task_events WHERE task_id = ANY($1::text[]);
+
+-- name: apply_task_updates
+-- Write a batch of task outcomes; only rows whose lease is still ours ($1) change.
+UPDATE tasks t
+SET status = u.status,
+    upstream_task_id = coalesce(u.upstream_task_id, t.upstream_task_id),
+    upstream_request_id = coalesce(u.upstream_request_id, t.upstream_request_id),
+    cost_estimate = u.cost_estimate,
+    cost_actual = u.cost_actual,
+    output = u.output,
+    error = u.error,
+    completed_at = CASE WHEN u.status IN ('succeeded', 'failed', 'cancelled')
+                        THEN coalesce(t.completed_at, now()) END,
+    updated_at = CASE WHEN u.changed THEN now() ELSE t.updated_at END,
+    event_seq = t.event_seq + u.new_events,
+    poll_interval_s = u.poll_interval_s,
+    next_poll_at = CASE WHEN u.poll_delay_s IS NULL THEN NULL
+                        ELSE now() + make_interval(secs => u.poll_delay_s) END,
+    lease_owner = NULL
+FROM jsonb_to_recordset($2::jsonb) AS u(
+    id text, status text, upstream_task_id text, upstream_request_id text,
+    cost_estimate float8, cost_actual float8, output jsonb, error jsonb, changed bool,
+    new_events int, poll_interval_s float8, poll_delay_s float8)
+WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM $1
+RETURNING t.*;
+
+-- name: insert_history
+-- Append history; the (task_id, dedupe_key) constraint makes every entry appear once.
+INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
+                         upstream_event, dedupe_key)
+SELECT e.id, e.task_id, e.seq, e.type, e.from_status, e.to_status, e.source,
+       e.upstream_event, e.dedupe_key
+FROM jsonb_to_recordset($1::jsonb) AS e(
+    id text, task_id text, seq int, type text, from_status text, to_status text,
+    source text, upstream_event jsonb, dedupe_key text)
+ORDER BY e.task_id, e.seq
+ON CONFLICT (task_id, dedupe_key) DO NOTHING
+RETURNING id;
+
+-- name: lock_event_feed
+-- Held to commit: webhook_events.seq is handed out in commit order, so the feed never skips.
+SELECT pg_advisory_xact_lock(7146032117);
+
+-- name: insert_webhook_events
+-- The outbox: one event per status change, its payload the exact webhook body.
+INSERT INTO webhook_events (id, task_id, client_id, type, payload)
+SELECT e.id, e.task_id, e.client_id, e.type, e.payload
+FROM jsonb_to_recordset($1::jsonb) AS e(
+    id text, task_id text, client_id bigint, type text, payload jsonb, ord int)
+ORDER BY e.ord
+RETURNING id;
+
+-- name: insert_deliveries
+-- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
+WITH ev AS (
+    SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
+           t.webhook_events
+    FROM webhook_events w JOIN tasks t ON t.id = w.task_id
+    WHERE w.id = ANY($1::text[])
+), targets AS (
+    SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
+           'sub:' || s.id AS target
+    FROM ev
+    JOIN subscriptions s ON s.deleted_at IS NULL AND s.enabled
+        AND (s.events IS NULL OR ev.type = ANY (s.events))
+        AND (s.models IS NULL OR ev.model = ANY (s.models))
+    JOIN clients c ON c.id = s.client_id AND c.revoked_at IS NULL
+        AND (c.id = ev.client_id OR c.is_admin)
+    UNION ALL
+    SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
+           'url:' || ev.webhook_url
+    FROM ev
+    WHERE ev.webhook_url IS NOT NULL
+      AND (ev.webhook_events IS NULL OR ev.type = ANY (ev.webhook_events))
+)
+INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
+                        target)
+SELECT relay_new_id('dlv'), id, seq, task_id, client_id, subscription_id, url, target
+FROM targets
+ORDER BY seq
+RETURNING id;
+
+-- name: notify_outbox
+-- Wake the dispatchers; delivered when the transaction commits.
+SELECT pg_notify('relay_outbox', '');
+
+-- name: release_task_leases
+-- Shutdown: hand our tasks back at once instead of after the lease expires.
+UPDATE tasks
+SET lease_owner = NULL,
+    next_poll_at = CASE WHEN upstream_task_id IS NOT NULL THEN now() ELSE next_poll_at END,
+    next_submit_at = CASE WHEN upstream_task_id IS NULL THEN now() ELSE next_submit_at END
+WHERE lease_owner = $1 AND status IN ('queued', 'processing');
+
+-- name: poll_soon
+-- After a cancel request: poll the task at once (unless a poller holds it right now).
+UPDATE tasks SET next_poll_at = now()
+WHERE id = $1 AND lease_owner IS NULL AND status IN ('queued', 'processing')
+  AND upstream_task_id IS NOT NULL;
+
+-- name: task_history
+-- A task's audit history, oldest first.
+SELECT * FROM task_events WHERE task_id = $1 ORDER BY seq;
+
+-- name: insert_subscription
+-- A standing subscriber; NULL events/models mean "all".
+INSERT INTO subscriptions (id, client_id, url, events, models, description, secret)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
+
+-- name: list_subscriptions
+-- A client's subscriptions (all for an admin), newest first.
+SELECT * FROM subscriptions
+WHERE deleted_at IS NULL AND ($1::bigint IS NULL OR client_id = $1)
+  AND ($2::text IS NULL OR id < $2)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: get_subscription
+-- One subscription, visible to its client or an admin.
+SELECT * FROM subscriptions
+WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2);
+
+-- name: update_subscription
+-- PATCH: NULL parameters keep the current value; $8/$9 say whether events/models were given.
+UPDATE subscriptions
+SET url = coalesce($3, url),
+    events = CASE WHEN $8 THEN $4 ELSE events END,
+    models = CASE WHEN $9 THEN $5 ELSE models END,
+    description = CASE WHEN $10 THEN $6 ELSE description END,
+    enabled = coalesce($7, enabled),
+    disabled_reason = CASE WHEN coalesce($7, enabled) THEN NULL ELSE disabled_reason END,
+    updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+RETURNING *;
+
+-- name: delete_subscription
+-- Soft delete: past deliveries keep their subscription.
+UPDATE subscriptions SET deleted_at = now(), enabled = false, updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+RETURNING id;
+
+-- name: abandon_subscription_deliveries
+-- Deliveries still waiting for a deleted subscription will never be sent: mark them dead.
+UPDATE deliveries SET status = 'dead', last_error = 'subscription deleted', updated_at = now()
+WHERE subscription_id = $1 AND status IN ('pending', 'failed') AND lease_owner IS NULL;
+
+-- name: rotate_subscription_secret
+-- New secret; the old one stays valid (and signs too) until $4.
+UPDATE subscriptions
+SET previous_secret = secret, previous_secret_until = $4, secret = $3, updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+RETURNING *;
+
+-- name: disable_subscriptions
+-- The receiver answered 410 Gone: stop sending until re-enabled.
+UPDATE subscriptions SET enabled = false, disabled_reason = $2, updated_at = now()
+WHERE id = ANY($1::text[]);
+
+-- name: claim_due_deliveries
+-- Due deliveries whose earlier siblings (same task and target) are done; lease = next_attempt_at.
+WITH due AS (
+    SELECT d.id, d.next_attempt_at AS due_at
+    FROM deliveries d
+    WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.task_id = d.task_id AND e.target = d.target AND e.event_seq < d.event_seq
+            AND e.status IN ('pending', 'failed'))
+      AND (d.subscription_id IS NULL OR EXISTS (
+          SELECT 1 FROM subscriptions s
+          WHERE s.id = d.subscription_id AND s.enabled AND s.deleted_at IS NULL))
+    ORDER BY d.next_attempt_at
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET lease_owner = $1,
+    next_attempt_at = now() + make_interval(secs => $3),
+    attempt_count = d.attempt_count + 1,
+    updated_at = now()
+FROM due, webhook_events w
+WHERE d.id = due.id AND w.id = d.event_id
+RETURNING d.id, d.event_id, d.url, d.subscription_id, d.attempt_count, d.retry_index,
+          w.payload, w.created_at AS event_created_at,
+          extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
+          coalesce((SELECT s.secret FROM subscriptions s WHERE s.id = d.subscription_id),
+                   (SELECT c2.signing_secret FROM clients c2 WHERE c2.id = w.client_id))
+              AS secret,
+          (SELECT s.previous_secret FROM subscriptions s
+           WHERE s.id = d.subscription_id AND s.previous_secret_until > $4) AS previous_secret;
+
+-- name: complete_deliveries
+-- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.
+WITH r AS (
+    SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(
+        id text, attempt int, status text, status_code int, response_excerpt text,
+        error text, latency_ms float8, started_at timestamptz, retry_delay_s float8,
+        retry_index int)
+), upd AS (
+    UPDATE deliveries d
+    SET status = r.status,
+        last_status_code = r.status_code,
+        last_error = r.error,
+        retry_index = r.retry_index,
+        next_attempt_at = CASE WHEN r.retry_delay_s IS NULL THEN now()
+                               ELSE now() + make_interval(secs => r.retry_delay_s) END,
+        delivered_at = CASE WHEN r.status = 'succeeded' THEN now() END,
+        lease_owner = NULL,
+        updated_at = now()
+    FROM r
+    WHERE d.id = r.id AND d.lease_owner = $1
+    RETURNING d.id
+)
+INSERT INTO delivery_attempts (delivery_id, attempt, status_code, response_excerpt, error,
+                               latency_ms, started_at)
+SELECT r.id, r.attempt, r.status_code, r.response_excerpt, r.error, r.latency_ms, r.started_at
+FROM r JOIN upd ON upd.id = r.id
+RETURNING delivery_id;
+
+-- name: release_delivery_leases
+-- Shutdown (or a skipped attempt): hand deliveries back at once, the unmade attempt uncounted.
+UPDATE deliveries
+SET lease_owner = NULL, next_attempt_at = now(), attempt_count = attempt_count - 1,
+    updated_at = now()
+WHERE lease_owner = $1 AND status IN ('pending', 'failed')
+  AND ($2::text[] IS NULL OR id = ANY($2::text[]));
+
+-- name: retry_delivery
+-- Manual retry of a failed or dead delivery: due now, same event (same webhook-id).
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2) AND status IN ('failed', 'dead')
+RETURNING id;
+
+-- name: get_delivery
+-- One delivery with its event type.
+SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
+WHERE d.id = $1 AND ($2::bigint IS NULL OR d.client_id = $2);
+
+-- name: list_deliveries
+-- Deliveries newest first, filtered; cursor is the last id seen.
+SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
+WHERE ($1::bigint IS NULL OR d.client_id = $1)
+  AND ($2::text IS NULL OR d.status = $2)
+  AND ($3::text IS NULL OR d.subscription_id = $3)
+  AND ($4::text IS NULL OR d.task_id = $4)
+  AND ($5::text IS NULL OR d.id < $5)
+ORDER BY d.id DESC
+LIMIT $6;
+
+-- name: task_deliveries
+-- Every delivery of one task, in event order, with its attempts.
+SELECT d.*, w.type AS event_type,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                     'attempt', a.attempt, 'status_code', a.status_code,
+                     'response_excerpt', a.response_excerpt, 'error', a.error,
+                     'latency_ms', a.latency_ms,
+                     'started_at', to_char(a.started_at AT TIME ZONE 'UTC',
+                                           'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                     ORDER BY a.attempt)
+                 FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb)
+           AS attempts
+FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
+WHERE d.task_id = $1 AND ($2::bigint IS NULL OR d.client_id = $2)
+ORDER BY d.event_seq, d.id;
+
+-- name: webhook_event_seq
+-- Resolve an `after=evt_...` cursor to its feed position.
+SELECT seq FROM webhook_events WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2);
+
+-- name: list_webhook_events
+-- The event feed, oldest first, after a position.
+SELECT seq, payload FROM webhook_events
+WHERE ($1::bigint IS NULL OR client_id = $1) AND seq > $2
+  AND ($3::text[] IS NULL OR type = ANY ($3::text[]))
+ORDER BY seq
+LIMIT $4;
+
+-- name: schema_version
+-- Latest applied migration, for readiness.
+SELECT coalesce(max(version), 0) FROM schema_migrations;
+
+-- name: tasks_in_flight
+-- Gauge: non-terminal tasks by status (served by the partial indexes).
+SELECT status, count(*) AS n FROM tasks WHERE status IN ('queued', 'processing') GROUP BY status;
+
+-- name: outbox_stats
+-- Gauge: deliveries waiting and the age of the oldest.
+SELECT count(*) AS pending,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+FROM deliveries WHERE status IN ('pending', 'failed');
+
+-- name: purge_idempotency_keys
+-- Idempotency keys are kept 24 hours (the contract's minimum) plus a margin.
+DELETE FROM idempotency_keys WHERE created_at < now() - interval '48 hours';
