@@ -68,11 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from relay.logs import configure_logging
 
-    configure_logging(
-        settings.log_format,
-        settings.log_level,
-        [settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None],
-    )
+    upstream_key = settings.upstream_api_key
+    if args.command == "demo":
+        # The demo prints its own story; only warnings from the service itself.
+        configure_logging("console", "warning")
+    else:
+        configure_logging(
+            settings.log_format,
+            settings.log_level,
+            [upstream_key.get_secret_value() if upstream_key else None],
+        )
     if args.command == "demo":
         from relay.demo import run_demo
 

