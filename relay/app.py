@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, create_webhook_session
-from relay.http import ops
+from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
 from relay.http.middlewares import authenticate, problems, request_context
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_loops)
     app.add_routes(ops.routes)
+    app.add_routes(openapi.routes)
     if "api" in settings.roles:
         app.add_routes(task_routes.routes)
         app.add_routes(webhook_routes.routes)
@@ -97,6 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[CATALOG],
         submit_lease_s=settings.upstream_timeout_s + SUBMIT_LEASE_MARGIN_S,
         poll_interval_min_s=settings.poll_interval_min_s,
+        webhook_deny_cidrs=settings.webhook_deny_cidrs,
     )
     app[WEBHOOKS] = WebhookService(app[STORE], settings)
     yield

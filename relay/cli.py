@@ -14,12 +14,21 @@ from relay.config import ConfigError, Settings, load_settings
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# The clients table takes names of 1 to 200 characters; checked here so a bad name is a
+# usage error, not a database traceback (which would print the new signing secret).
+CLIENT_NAME_MAX = 200
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """Bad usage: one line naming the problem, exit 2."""
         self.exit(EXIT_USAGE, f"relay: {message}\n")
+
+
+def _client_name(value: str) -> str:
+    if not 1 <= len(value) <= CLIENT_NAME_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1 to {CLIENT_NAME_MAX} characters")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage client API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     create = key_commands.add_parser("create", help="create a client; prints its key once")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, type=_client_name)
     create.add_argument("--admin", action="store_true", help="the client sees every task")
     key_commands.add_parser("list", help="list clients (never their keys)")
     revoke = key_commands.add_parser("revoke", help="revoke a client's key at once")

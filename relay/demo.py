@@ -184,9 +184,13 @@ async def _print_history(http: aiohttp.ClientSession, base: str, task: dict[str,
     events = (await (await http.get(f"{base}/v1/tasks/{task['id']}/events")).json())["data"]
     _say(f"finished   {task['id']}  {task['status']}  cost={task['cost_actual']}")
     for entry in events:
-        change = (
-            f"{entry['from_status'] or '-'} -> {entry['to_status']}" if entry["to_status"] else ""
-        )
+        event = entry["upstream_event"] or {}
+        if entry["to_status"]:
+            change = f"{entry['from_status'] or '-'} -> {entry['to_status']}"
+        elif "progress" in event:
+            change = f"progress {event['progress']}%"
+        else:
+            change = str(event.get("status", ""))
         _say(f"    #{entry['seq']:<2} {entry['type']:<24} {entry['source']:<8} {change}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 from relay.errors import FieldError
 
@@ -18,6 +18,40 @@ _IMAGE_REF = re.compile(r"<<<image_(\d+)>>>")
 
 def _pointer(parts: list[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
+    """One located violation per error; a missing or unexpected property is located at itself.
+
+    jsonschema reports both at the enclosing object (and every unexpected property in one
+    error), which would leave a client to parse the message to find the field at fault.
+    """
+    path = list(error.absolute_path)
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        # jsonschema yields one error per missing name, worded `'prompt' is a required property`.
+        missing = [p for p in error.validator_value if p not in instance]
+        name = next((p for p in missing if error.message.startswith(repr(p))), None)
+        if name is not None:
+            return [FieldError(base + _pointer([*path, name]), "is a required property")]
+    if (
+        error.validator == "additionalProperties"
+        and error.validator_value is False
+        and isinstance(instance, dict)
+    ):
+        known = error.schema.get("properties", {})
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        unexpected = [
+            name
+            for name in instance
+            if name not in known and not any(p.search(name) for p in patterns)
+        ]
+        if unexpected:
+            return [
+                FieldError(base + _pointer([*path, name]), "is not an allowed property")
+                for name in unexpected
+            ]
+    return [FieldError(base + _pointer(path), error.message)]
 
 
 class ModelCatalog:
@@ -45,11 +79,11 @@ class ModelCatalog:
     def validate_input(self, model: str, data: Any, base: str = "/input") -> list[FieldError]:
         """Every violation of the model's schema, plus prompt references to missing images."""
         validator = self._validators[model]
-        errors = []
+        errors: list[FieldError] = []
         for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
             # A oneOf/anyOf failure explains itself best through its closest sub-error.
             chosen = best_match([error]) if error.context else error
-            errors.append(FieldError(base + _pointer(list(chosen.absolute_path)), chosen.message))
+            errors.extend(_field_errors(chosen, base))
         if isinstance(data, dict) and isinstance(data.get("prompt"), str):
             images = data.get("image_urls")
             count = len(images) if isinstance(images, list) else 0

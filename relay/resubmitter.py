@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
@@ -14,6 +15,9 @@ log = structlog.get_logger(__name__)
 
 # A small batch: resubmission only matters while upstream recovers from an outage.
 RESUBMIT_BATCH = 50
+# Expired idempotency keys are swept this often per replica: the delete is one indexed
+# range scan, and keys are kept a day longer than promised anyway, so hourly is plenty.
+PURGE_INTERVAL_S = 3600.0
 
 
 class Resubmitter(Loop):
@@ -29,15 +33,25 @@ class Resubmitter(Loop):
         self.tasks = tasks
         self.owner = new_owner_id("resubmitter")
         self.lease_s = upstream_timeout_s + SUBMIT_LEASE_MARGIN_S
+        self._next_purge = 0.0
 
     async def run_once(self) -> int:
-        """Claim due submissions and send each upstream again."""
+        """Claim due submissions and send each upstream again (and sweep expired keys)."""
+        await self._purge_idempotency_keys()
         rows = await self.store.fetch(
             "claim_due_submissions", self.owner, RESUBMIT_BATCH, self.lease_s
         )
         if rows:
             await asyncio.gather(*(self._submit(row) for row in rows))
         return len(rows)
+
+    async def _purge_idempotency_keys(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL_S
+        status = await self.store.execute("purge_idempotency_keys")
+        log.info("idempotency_keys_purged", result=status)
 
     async def _submit(self, row: object) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ import structlog
 
 from relay import metrics
 from relay.clients import Client
+from relay.dispatcher import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound, RelayError, problem
 from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
 from relay.ids import new_id
@@ -78,29 +79,39 @@ class TaskService:
         *,
         submit_lease_s: float,
         poll_interval_min_s: float,
+        webhook_deny_cidrs: Sequence[Network] = (),
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.catalog = catalog
         self.submit_lease_s = submit_lease_s
         self.poll_interval_min_s = poll_interval_min_s
+        self.webhook_deny_cidrs = webhook_deny_cidrs
 
     def validate(self, task: NewTask) -> None:
         """Model known, input valid for its schema, metadata small: or InvalidRequest."""
-        if task.model not in self.catalog:
-            raise InvalidRequest(
-                f"unknown model {task.model!r}; known models: {', '.join(self.catalog.names)}",
-                [FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")],
-            )
-        errors = self.catalog.validate_input(task.model, task.input)
+        known = ", ".join(self.catalog.names)
+        detail = None
+        if task.model in self.catalog:
+            errors = self.catalog.validate_input(task.model, task.input)
+        else:
+            # The input cannot be checked without a schema; other fields still can.
+            detail = f"unknown model {task.model!r}; known models: {known}"
+            errors = [FieldError("/model", f"must be one of: {known}")]
         if task.metadata is not None:
-            size = len(json.dumps(task.metadata, separators=(",", ":")).encode())
+            encoded = json.dumps(task.metadata, separators=(",", ":"), ensure_ascii=False)
+            size = len(encoded.encode())
             if size > METADATA_MAX_BYTES:
                 errors.append(
                     FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")
                 )
+        if task.webhook_url is not None:
+            denied = literal_ip_denied(task.webhook_url, self.webhook_deny_cidrs)
+            if denied:
+                errors.append(FieldError("/webhook_url", denied))
         if errors:
-            raise InvalidRequest(f"{len(errors)} validation error(s) in the request", errors)
+            detail = detail or f"{len(errors)} validation error(s) in the request"
+            raise InvalidRequest(detail, errors)
 
     async def create(
         self, client: Client, task: NewTask, idempotency_key: str | None
@@ -132,6 +143,11 @@ class TaskService:
             return await self._replay(client, idempotency_key or "", request_hash), False
         metrics.TASKS_SUBMITTED.labels(task.model).inc()
         log.info("task_created", task_id=task_id, model=task.model, client=client.name)
+        paused_for = self.upstream.paused_for
+        if paused_for > 0:
+            # Upstream asked this replica to wait: answer now, the resubmitter sends it later.
+            metrics.SUBMISSIONS.labels("retry").inc()
+            return await self._retry_later(row, None, 1, paused_for) or dict(row), True
         return await self.submit_upstream(row, owner=None) or dict(row), True
 
     async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:

@@ -1,14 +1,284 @@
-"""Subscriptions, deliveries and the event feed (domain service). Filled in by the webhooks work."""
+"""Subscriptions, deliveries and the event feed: the domain service behind their routes.
+
+A client sees its own subscriptions, deliveries and events; an admin (scope None) sees
+everyone's. Another client's id answers NotFound, exactly like an id that does not exist.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from relay.clients import Client, new_signing_secret
 from relay.config import Settings
+from relay.dispatcher import literal_ip_denied
+from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
+from relay.ids import new_id
 from relay.store import Store
+from relay.views import iso
+
+log = structlog.get_logger(__name__)
+
+# Opaque feed cursors carry this prefix inside their base64, so a stray string is refused.
+_FEED_CURSOR_PREFIX = "seq:"
+# PATCH fields where an explicit null is a value ("all", "none"), so the query must be told
+# whether each was given at all.
+_NULLABLE_FIELDS = ("events", "models", "description")
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    """A validated `POST /v1/subscriptions` body (None: every event type / every model)."""
+
+    url: str
+    events: list[str] | None = None
+    models: list[str] | None = None
+    description: str | None = None
+
+
+def encode_feed_cursor(seq: int) -> str:
+    """The opaque `next_cursor` of the event feed for a position."""
+    return base64.urlsafe_b64encode(f"{_FEED_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_feed_cursor(cursor: str) -> int | None:
+    """The feed position of a cursor from `encode_feed_cursor`, or None when it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    seq = text.removeprefix(_FEED_CURSOR_PREFIX)
+    if seq == text or not seq.isdigit():
+        return None
+    return int(seq)
 
 
 class WebhookService:
     """Every subscription/delivery/event-feed operation of the API."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.clock = clock
+
+    def _check_url(self, url: str) -> None:
+        # The dispatcher checks resolved addresses at send time; refusing an obviously
+        # denied literal address now gives the caller a clear 422 instead of a dead delivery.
+        denied = literal_ip_denied(url, self.settings.webhook_deny_cidrs)
+        if denied is not None:
+            raise InvalidRequest("the webhook URL may not be called", [FieldError("/url", denied)])
+
+    # Subscriptions
+
+    async def create_subscription(
+        self, client: Client, new: NewSubscription
+    ) -> tuple[dict[str, Any], str]:
+        """Create a subscription; returns (row, secret): the secret is shown now only."""
+        self._check_url(new.url)
+        secret = new_signing_secret()
+        row = await self.store.fetchrow(
+            "insert_subscription",
+            new_id("sub"),
+            client.id,
+            new.url,
+            new.events,
+            new.models,
+            new.description,
+            secret,
+        )
+        assert row is not None
+        log.info("subscription_created", subscription_id=row["id"])
+        return dict(row), secret
+
+    async def list_subscriptions(
+        self, client: Client, *, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of subscriptions, newest first, and the next cursor (or None)."""
+        rows = await self.store.fetch("list_subscriptions", client.scope, cursor, limit + 1)
+        page = [dict(r) for r in rows[:limit]]
+        return page, (page[-1]["id"] if len(rows) > limit else None)
+
+    async def get_subscription(self, client: Client, subscription_id: str) -> dict[str, Any]:
+        """One subscription the client may see, or NotFound."""
+        row = await self.store.fetchrow("get_subscription", subscription_id, client.scope)
+        if row is None:
+            raise NotFound("subscription")
+        return dict(row)
+
+    async def update_subscription(
+        self, client: Client, subscription_id: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PATCH: change only the fields present in `changes`.
+
+        `events`/`models` set to None mean "all again"; `enabled: true` re-enables a
+        subscription disabled by a 410, and its waiting deliveries resume.
+        """
+        if changes.get("url") is not None:
+            self._check_url(changes["url"])
+        given = {name: name in changes for name in _NULLABLE_FIELDS}
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "update_subscription",
+                subscription_id,
+                client.scope,
+                changes.get("url"),
+                changes.get("events"),
+                changes.get("models"),
+                changes.get("description"),
+                changes.get("enabled"),
+                given["events"],
+                given["models"],
+                given["description"],
+            )
+            if row is None:
+                raise NotFound("subscription")
+            if changes.get("enabled"):
+                await db.execute("notify_outbox")
+        log.info("subscription_updated", subscription_id=subscription_id, fields=sorted(changes))
+        return dict(row)
+
+    async def delete_subscription(self, client: Client, subscription_id: str) -> None:
+        """Delete a subscription; deliveries still waiting for it are marked dead."""
+        async with self.store.transaction() as db:
+            if await db.fetchrow("delete_subscription", subscription_id, client.scope) is None:
+                raise NotFound("subscription")
+            await db.execute("abandon_subscription_deliveries", subscription_id)
+        log.info("subscription_deleted", subscription_id=subscription_id)
+
+    async def rotate_secret(
+        self, client: Client, subscription_id: str
+    ) -> tuple[dict[str, Any], str]:
+        """A new secret; the old one keeps signing too for `secret_rotation_overlap_s`."""
+        secret = new_signing_secret()
+        old_valid_until = datetime.fromtimestamp(self.clock(), UTC) + timedelta(
+            seconds=self.settings.secret_rotation_overlap_s
+        )
+        row = await self.store.fetchrow(
+            "rotate_subscription_secret", subscription_id, client.scope, secret, old_valid_until
+        )
+        if row is None:
+            raise NotFound("subscription")
+        log.info("subscription_secret_rotated", subscription_id=subscription_id)
+        return dict(row), secret
+
+    # Deliveries
+
+    async def list_deliveries(
+        self,
+        client: Client,
+        *,
+        status: str | None,
+        subscription_id: str | None,
+        task_id: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of deliveries, newest first, and the next cursor (or None)."""
+        rows = await self.store.fetch(
+            "list_deliveries", client.scope, status, subscription_id, task_id, cursor, limit + 1
+        )
+        page = [dict(r) for r in rows[:limit]]
+        return page, (page[-1]["id"] if len(rows) > limit else None)
+
+    async def get_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
+        """One delivery with its attempts, or NotFound."""
+        row = await self.store.fetchrow("get_delivery", delivery_id, client.scope)
+        if row is None:
+            raise NotFound("delivery")
+        return (await self._with_attempts([row]))[0]
+
+    async def task_deliveries(self, client: Client, task_id: str) -> list[dict[str, Any]]:
+        """Every delivery of a task the client may see, in event order, with attempts."""
+        if await self.store.fetchrow("get_task", task_id, client.scope) is None:
+            raise NotFound("task")
+        rows = await self.store.fetch("task_deliveries", task_id, client.scope)
+        return await self._with_attempts(rows)
+
+    async def _with_attempts(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        attempts: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
+        for a in await self.store.fetch("delivery_attempts", list(attempts)):
+            attempts[a["delivery_id"]].append(
+                {
+                    "attempt": a["attempt"],
+                    "status_code": a["status_code"],
+                    "response_excerpt": a["response_excerpt"],
+                    "error": a["error"],
+                    "latency_ms": a["latency_ms"],
+                    "started_at": iso(a["started_at"]),
+                }
+            )
+        return [{**dict(row), "attempts": attempts[row["id"]]} for row in rows]
+
+    async def retry_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
+        """Send a failed or dead delivery again now, with the same webhook-id.
+
+        409 when it is pending or already succeeded, in flight, or its subscription was
+        deleted or is disabled (re-enable it first).
+        """
+        row = await self.store.fetchrow("get_delivery", delivery_id, client.scope)
+        if row is None:
+            raise NotFound("delivery")
+        if row["subscription_id"] is not None and not row["subscription_active"]:
+            raise Conflict("the delivery's subscription was deleted", "subscription-deleted")
+        if not row["subscription_enabled"]:
+            raise Conflict(
+                "the delivery's subscription is disabled; re-enable it first",
+                "subscription-disabled",
+            )
+        async with self.store.transaction() as db:
+            retried = await db.fetchrow("retry_delivery", delivery_id, client.scope)
+            if retried is not None:
+                await db.execute("notify_outbox")
+        if retried is None:
+            raise Conflict(
+                f"only a failed or dead delivery not being attempted right now can be retried "
+                f"(this one is {row['status']})",
+                "delivery-not-retryable",
+            )
+        log.info("delivery_retry_requested", delivery_id=delivery_id)
+        return await self.get_delivery(client, delivery_id)
+
+    # The event feed
+
+    async def list_events(
+        self, client: Client, *, after: str | None, types: list[str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Webhook bodies the client is entitled to, oldest first, after a cursor or event id.
+
+        `next_cursor` is set when more events follow right now; a consumer that reached the
+        end resumes later with the id of the last event it saw.
+        """
+        position = await self._feed_position(client, after)
+        rows = await self.store.fetch(
+            "list_webhook_events", client.scope, position, types, limit + 1
+        )
+        page = rows[:limit]
+        next_cursor = encode_feed_cursor(page[-1]["seq"]) if len(rows) > limit else None
+        return [row["payload"] for row in page], next_cursor
+
+    async def _feed_position(self, client: Client, after: str | None) -> int:
+        if not after:
+            return 0
+        if after.startswith("evt_"):
+            seq = await self.store.fetchval("webhook_event_seq", after, client.scope)
+            if seq is None:
+                raise InvalidRequest(
+                    "unknown event id", [FieldError("/query/after", "no such event")]
+                )
+            return seq
+        seq = decode_feed_cursor(after)
+        if seq is None:
+            raise InvalidRequest(
+                "invalid cursor",
+                [FieldError("/query/after", "expected a next_cursor value or an evt_ id")],
+            )
+        return seq

@@ -220,7 +220,7 @@ SELECT * FROM subscriptions
 WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2);
 
 -- name: update_subscription
--- PATCH: NULL parameters keep the current value; $8/$9 say whether events/models were given.
+-- PATCH: NULL keeps the current value; $8/$9/$10 say events/models/description were given.
 UPDATE subscriptions
 SET url = coalesce($3, url),
     events = CASE WHEN $8 THEN $4 ELSE events END,
@@ -251,16 +251,21 @@ WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
 RETURNING *;
 
 -- name: disable_subscriptions
--- The receiver answered 410 Gone: stop sending until re-enabled.
+-- The receiver answered 410 Gone: stop sending until re-enabled (PATCH enabled=true).
 UPDATE subscriptions SET enabled = false, disabled_reason = $2, updated_at = now()
-WHERE id = ANY($1::text[]);
+WHERE id = ANY($1::text[]) AND enabled AND deleted_at IS NULL
+RETURNING id;
 
 -- name: claim_due_deliveries
--- Due deliveries whose earlier siblings (same task and target) are done; lease = next_attempt_at.
-WITH due AS (
-    SELECT d.id, d.next_attempt_at AS due_at
+-- Lease due deliveries whose earlier siblings (same task and target) are finished.
+-- $1 owner, $2 batch size, $3 lease seconds, $4 "now" for the secret-rotation window,
+-- $5 per-target cap, $6 {target: deliveries this dispatcher already has in flight}.
+-- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
+WITH ready AS (
+    SELECT d.id, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
     WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
+      AND coalesce(($6::jsonb ->> d.target)::int, 0) < $5
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.task_id = d.task_id AND e.target = d.target AND e.event_seq < d.event_seq
@@ -271,22 +276,32 @@ WITH due AS (
     ORDER BY d.next_attempt_at
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
+), due AS (
+    SELECT id, event_id, subscription_id, due_at
+    FROM (SELECT id, event_id, subscription_id, next_attempt_at AS due_at,
+                 coalesce(($6::jsonb ->> target)::int, 0)
+                     + row_number() OVER (PARTITION BY target ORDER BY next_attempt_at)
+                     AS in_flight
+          FROM ready) ranked
+    WHERE in_flight <= $5
 )
 UPDATE deliveries d
 SET lease_owner = $1,
     next_attempt_at = now() + make_interval(secs => $3),
     attempt_count = d.attempt_count + 1,
+    url = coalesce(s.url, d.url),
     updated_at = now()
-FROM due, webhook_events w
-WHERE d.id = due.id AND w.id = d.event_id
-RETURNING d.id, d.event_id, d.url, d.subscription_id, d.attempt_count, d.retry_index,
+FROM due
+JOIN webhook_events w ON w.id = due.event_id
+JOIN clients c ON c.id = w.client_id
+LEFT JOIN subscriptions s ON s.id = due.subscription_id
+WHERE d.id = due.id
+RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count, d.retry_index,
           w.payload, w.created_at AS event_created_at,
           extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
-          coalesce((SELECT s.secret FROM subscriptions s WHERE s.id = d.subscription_id),
-                   (SELECT c2.signing_secret FROM clients c2 WHERE c2.id = w.client_id))
-              AS secret,
-          (SELECT s.previous_secret FROM subscriptions s
-           WHERE s.id = d.subscription_id AND s.previous_secret_until > $4) AS previous_secret;
+          coalesce(s.secret, c.signing_secret) AS secret,
+          CASE WHEN s.previous_secret_until > $4 THEN s.previous_secret END
+              AS previous_secret;
 
 -- name: complete_deliveries
 -- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.
@@ -325,14 +340,20 @@ WHERE lease_owner = $1 AND status IN ('pending', 'failed')
   AND ($2::text[] IS NULL OR id = ANY($2::text[]));
 
 -- name: retry_delivery
--- Manual retry of a failed or dead delivery: due now, same event (same webhook-id).
+-- Manual retry of a failed or dead delivery not in flight: due now, same event (same webhook-id).
 UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
 WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2) AND status IN ('failed', 'dead')
+  AND lease_owner IS NULL
 RETURNING id;
 
 -- name: get_delivery
--- One delivery with its event type.
-SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
+-- One delivery with its event type and whether its subscription can still receive it.
+SELECT d.*, w.type AS event_type,
+       (s.id IS NOT NULL AND s.deleted_at IS NULL) AS subscription_active,
+       coalesce(s.enabled, true) AS subscription_enabled
+FROM deliveries d
+JOIN webhook_events w ON w.id = d.event_id
+LEFT JOIN subscriptions s ON s.id = d.subscription_id
 WHERE d.id = $1 AND ($2::bigint IS NULL OR d.client_id = $2);
 
 -- name: list_deliveries
@@ -347,20 +368,17 @@ ORDER BY d.id DESC
 LIMIT $6;
 
 -- name: task_deliveries
--- Every delivery of one task, in event order, with its attempts.
-SELECT d.*, w.type AS event_type,
-       coalesce((SELECT jsonb_agg(jsonb_build_object(
-                     'attempt', a.attempt, 'status_code', a.status_code,
-                     'response_excerpt', a.response_excerpt, 'error', a.error,
-                     'latency_ms', a.latency_ms,
-                     'started_at', to_char(a.started_at AT TIME ZONE 'UTC',
-                                           'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
-                     ORDER BY a.attempt)
-                 FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb)
-           AS attempts
-FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
+-- Every delivery of one task the caller may see, in event order.
+SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
 WHERE d.task_id = $1 AND ($2::bigint IS NULL OR d.client_id = $2)
 ORDER BY d.event_seq, d.id;
+
+-- name: delivery_attempts
+-- The attempts of some deliveries, oldest first (append-only history).
+SELECT delivery_id, attempt, status_code, response_excerpt, error, latency_ms, started_at
+FROM delivery_attempts
+WHERE delivery_id = ANY($1::text[])
+ORDER BY delivery_id, attempt;
 
 -- name: webhook_event_seq
 -- Resolve an `after=evt_...` cursor to its feed position.

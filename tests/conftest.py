@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -173,6 +176,27 @@ async def relay_app(settings: Settings) -> AsyncIterator[TestClient]:
 
 
 @pytest.fixture
+async def start_relay(
+    database_url: str, simulator: TestServer
+) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    """Start another relay API on the test database with settings overrides."""
+    started: list[TestClient] = []
+
+    async def start(**overrides: Any) -> TestClient:
+        upstream = overrides.pop("upstream_url", None) or str(simulator.make_url("")).rstrip("/")
+        client = TestClient(
+            TestServer(create_app(make_settings(database_url, upstream, **overrides)))
+        )
+        await client.start_server()
+        started.append(client)
+        return client
+
+    yield start
+    for client in reversed(started):
+        await client.close()
+
+
+@pytest.fixture
 def app(relay_app: TestClient) -> web.Application:
     """The relay's aiohttp application (services, runtime)."""
     return relay_app.server.app
@@ -209,3 +233,55 @@ async def wait_for(
 
 
 SAMPLE_INPUT = {"prompt": "A cinematic skyline at golden hour", "duration": 5, "mode": "pro"}
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+async def read_problem(resp: Any, status: int) -> dict[str, Any]:
+    """Assert an RFC 9457 answer with this status; return its body."""
+    assert resp.status == status, await resp.text()
+    assert resp.headers["Content-Type"].split(";")[0] == PROBLEM_JSON
+    body = await resp.json(content_type=None)
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+# The `relay` console script of the venv running the tests.
+RELAY_BIN = str(Path(sys.executable).with_name("relay"))
+
+
+@dataclass(frozen=True)
+class RelayRun:
+    """What a `relay` subprocess did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def relay_env(**variables: str) -> dict[str, str]:
+    """A clean environment for a `relay` subprocess: PATH and exactly these variables."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **variables}
+
+
+async def run_relay(*args: str, env: dict[str, str], timeout: float = 60.0) -> RelayRun:
+    """Run `relay ARGS` to completion (killed and failed after `timeout` seconds)."""
+    proc = await asyncio.create_subprocess_exec(
+        RELAY_BIN,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"relay {' '.join(args)} still running after {timeout}s") from None
+    assert proc.returncode is not None
+    return RelayRun(proc.returncode, out.decode(), err.decode())

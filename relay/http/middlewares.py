@@ -12,7 +12,14 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from relay import clients, metrics
-from relay.errors import FieldError, InvalidRequest, RelayError, Unauthorized, problem
+from relay.errors import (
+    FieldError,
+    InvalidRequest,
+    NotFound,
+    RelayError,
+    Unauthorized,
+    problem,
+)
 from relay.keys import CLIENT, STORE
 
 log = structlog.get_logger("relay.http")
@@ -32,9 +39,13 @@ def problem_response(error: RelayError) -> web.Response:
     }
     if error.errors:
         body["errors"] = [{"loc": e.loc, "message": e.message} for e in error.errors]
-    return web.Response(
+    response = web.Response(
         status=error.status, text=json.dumps(body), content_type=PROBLEM_JSON, charset=None
     )
+    if error.status == 401:
+        # RFC 9110 (15.5.2): a 401 names the authentication scheme the server expects.
+        response.headers["WWW-Authenticate"] = 'Bearer realm="mindvideo-relay"'
+    return response
 
 
 def pydantic_errors(exc: ValidationError, base: str = "") -> list[FieldError]:
@@ -87,10 +98,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.clear_contextvars()
 
 
+def _refuse_nul(request: web.Request) -> None:
+    """Postgres text cannot hold U+0000: no id or filter containing it can match anything."""
+    if "\x00" in request.path:
+        raise NotFound("resource")
+    bad = [name for name, value in request.query.items() if "\x00" in name + value]
+    if bad:
+        raise InvalidRequest(
+            "query parameters may not contain NUL characters",
+            [FieldError(f"/query/{name}", "contains a NUL character") for name in bad],
+        )
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map every error to problem+json; unexpected ones to a bare 500 (logged, not echoed)."""
     try:
+        _refuse_nul(request)
         return await handler(request)
     except RelayError as exc:
         return problem_response(exc)
@@ -103,9 +127,12 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         detail = exc.reason
         if exc.status == 413:
             detail = "request body exceeds 1 MiB"
-        return problem_response(
+        response = problem_response(
             RelayError(detail, exc.status, title, problem(title.lower().replace(" ", "-")))
         )
+        if "Allow" in exc.headers:  # a 405 must say which methods the resource takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled_error", path=request.path)
         return problem_response(

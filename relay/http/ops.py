@@ -7,6 +7,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from relay import metrics
+from relay.http.openapi import documented
+from relay.http.schemas import Health, Readiness
 from relay.keys import STORE, UPSTREAM
 from relay.store import latest_migration_version
 
@@ -15,12 +17,18 @@ log = structlog.get_logger(__name__)
 
 
 @routes.get("/healthz")
+@documented("Liveness", {200: Health}, auth=False)
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process runs."""
     return web.json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
+@documented(
+    "Readiness: database, schema version, upstream auth",
+    {200: Readiness, 503: Readiness},
+    auth=False,
+)
 async def readyz(request: web.Request) -> web.Response:
     """200 when the database answers, the schema is current and upstream accepts our key."""
     checks: dict[str, str] = {}
@@ -45,6 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@documented("Prometheus metrics", {200: None}, auth=False, content_type="text/plain")
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """Prometheus text; the database-derived gauges are read now."""
     store = request.app[STORE]

@@ -191,3 +191,16 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ProblemError] | None = None
+
+
+class Health(BaseModel):
+    """Liveness answer."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Readiness answer with each check's state."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
-from relay.http.schemas import TaskCreate, TaskStatus
+from relay.http.openapi import documented
+from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage, TaskStatus
 from relay.keys import CLIENT, TASKS
 from relay.tasks import NewTask
 from relay.views import history_json, task_json
@@ -30,8 +31,28 @@ class TaskListQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=100)
 
+    @field_validator("created_after")
+    @classmethod
+    def _after_in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # the API speaks UTC; never the server's local zone
+            value = value.replace(tzinfo=UTC)
+        if value.microsecond % 1000 == 0:
+            # Timestamps are shown to the millisecond, so "after 12:00:00.123Z" means after
+            # that whole millisecond: a task's own created_at then excludes the task.
+            value += timedelta(microseconds=999)
+        return value
+
 
 @routes.post("/v1/tasks")
+@documented(
+    "Submit a task",
+    {202: Task, 200: Task},
+    body=TaskCreate,
+    errors=(409,),
+    headers={"Idempotency-Key": "Replays return the original task (200) for 24 h or more"},
+)
 async def create_task(request: web.Request) -> web.Response:
     """Validate, store, submit upstream: 202 (new) or 200 (idempotent replay)."""
     key = request.headers.get("Idempotency-Key")
@@ -54,6 +75,7 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/tasks")
+@documented("List tasks, newest first", {200: TaskPage}, query=TaskListQuery)
 async def list_tasks(request: web.Request) -> web.Response:
     """Tasks newest first, keyset-paginated."""
     query = read_query(request, TaskListQuery)
@@ -69,6 +91,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/tasks/{task_id}")
+@documented("Get a task", {200: Task}, errors=(404,))
 async def get_task(request: web.Request) -> web.Response:
     """One task."""
     row = await request.app[TASKS].get(request[CLIENT], request.match_info["task_id"])
@@ -76,6 +99,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/tasks/{task_id}/events")
+@documented("A task's audit history, oldest first", {200: HistoryPage}, errors=(404,))
 async def task_events(request: web.Request) -> web.Response:
     """The task's audit history, oldest first."""
     rows = await request.app[TASKS].history(request[CLIENT], request.match_info["task_id"])
@@ -83,6 +107,7 @@ async def task_events(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/tasks/{task_id}/cancel")
+@documented("Ask upstream to cancel a task", {202: Task}, errors=(404, 409, 502, 503))
 async def cancel_task(request: web.Request) -> web.Response:
     """Forward a cancellation upstream; 202 with the task as it stands."""
     row = await request.app[TASKS].cancel(request[CLIENT], request.match_info["task_id"])

@@ -1,7 +1,263 @@
-"""Subscription, delivery and event-feed routes. Filled in by the webhooks work."""
+"""Subscription, delivery and event-feed routes: parse, call WebhookService, shape."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from relay.errors import NotFound
+from relay.http.common import json_response, read_body, read_query
+from relay.http.openapi import documented
+from relay.http.schemas import (
+    Delivery,
+    DeliveryPage,
+    DeliveryStatus,
+    EventPage,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionPage,
+    SubscriptionUpdate,
+)
+from relay.keys import CLIENT, WEBHOOKS
+from relay.views import EVENT_TYPES, delivery_json, subscription_json
+from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
+
+# Ids are short; a bound keeps junk cursors out of the queries.
+_CURSOR_MAX = 100
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, values: Any) -> Any:
+        # Postgres text cannot hold U+0000: refuse it here rather than fail in the query.
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if isinstance(value, str) and "\x00" in value:
+                    raise ValueError(f"{name} must not contain the NUL character")
+        return values
+
+
+def _path_id(request: web.Request, name: str, what: str) -> str:
+    """An id from the path; one holding U+0000 cannot exist (and Postgres cannot take it)."""
+    value = request.match_info[name]
+    if "\x00" in value:
+        raise NotFound(what)
+    return value
+
+
+class SubscriptionListQuery(_Query):
+    """`GET /v1/subscriptions` query parameters."""
+
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=_CURSOR_MAX)
+
+
+class DeliveryListQuery(_Query):
+    """`GET /v1/deliveries` query parameters."""
+
+    status: DeliveryStatus | None = None
+    subscription_id: str | None = Field(None, max_length=_CURSOR_MAX)
+    task_id: str | None = Field(None, max_length=_CURSOR_MAX)
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=_CURSOR_MAX)
+
+
+class EventFeedQuery(_Query):
+    """`GET /v1/events` query parameters."""
+
+    after: str | None = Field(
+        None,
+        max_length=_CURSOR_MAX,
+        description="a next_cursor from an earlier page, or the id (evt_...) of an event",
+    )
+    types: str | None = Field(
+        None, max_length=500, description="comma-separated event types, e.g. task.succeeded"
+    )
+    limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: str | None) -> str | None:
+        for part in _split(value):
+            if part not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {part!r}; one of: {', '.join(EVENT_TYPES)}")
+        return value
+
+    @property
+    def type_list(self) -> list[str] | None:
+        """The requested event types (None: all)."""
+        return _split(self.types) or None
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class TaskDeliveryList(BaseModel):
+    """`GET /v1/tasks/{id}/deliveries`: every delivery of the task, with attempts."""
+
+    data: list[Delivery]
+
+
+# Subscriptions
+
+
+@routes.post("/v1/subscriptions")
+@documented(
+    "Create a subscription (its secret is shown now and on rotation only)",
+    {201: Subscription},
+    body=SubscriptionCreate,
+)
+async def create_subscription(request: web.Request) -> web.Response:
+    """Create a subscription: 201 with its `secret` (shown only now and on rotation)."""
+    body = await read_body(request, SubscriptionCreate)
+    new = NewSubscription(
+        url=str(body.url),
+        events=list(body.events) if body.events else None,
+        models=body.models,
+        description=body.description,
+    )
+    row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
+    return json_response(subscription_json(row, secret=secret), status=201)
+
+
+@routes.get("/v1/subscriptions")
+@documented(
+    "List subscriptions, newest first", {200: SubscriptionPage}, query=SubscriptionListQuery
+)
+async def list_subscriptions(request: web.Request) -> web.Response:
+    """Subscriptions newest first, keyset-paginated."""
+    query = read_query(request, SubscriptionListQuery)
+    page, next_cursor = await request.app[WEBHOOKS].list_subscriptions(
+        request[CLIENT], cursor=query.cursor, limit=query.limit
+    )
+    return json_response({"data": [subscription_json(r) for r in page], "next_cursor": next_cursor})
+
+
+@routes.get("/v1/subscriptions/{subscription_id}")
+@documented("Get a subscription", {200: Subscription}, errors=(404,))
+async def get_subscription(request: web.Request) -> web.Response:
+    """One subscription (without its secret)."""
+    row = await request.app[WEBHOOKS].get_subscription(
+        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+    )
+    return json_response(subscription_json(row))
+
+
+@routes.patch("/v1/subscriptions/{subscription_id}")
+@documented(
+    "Change a subscription (omitted fields stay)",
+    {200: Subscription},
+    body=SubscriptionUpdate,
+    errors=(404,),
+)
+async def update_subscription(request: web.Request) -> web.Response:
+    """Change url, events, models, description or enabled; omitted fields stay."""
+    body = await read_body(request, SubscriptionUpdate)
+    changes = body.model_dump(exclude_unset=True)
+    if body.url is not None:
+        changes["url"] = str(body.url)
+    row = await request.app[WEBHOOKS].update_subscription(
+        request[CLIENT], _path_id(request, "subscription_id", "subscription"), changes
+    )
+    return json_response(subscription_json(row))
+
+
+@routes.delete("/v1/subscriptions/{subscription_id}")
+@documented("Delete a subscription", {204: None}, errors=(404,))
+async def delete_subscription(request: web.Request) -> web.Response:
+    """Delete a subscription: 204."""
+    await request.app[WEBHOOKS].delete_subscription(
+        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+    )
+    return web.Response(status=204)
+
+
+@routes.post("/v1/subscriptions/{subscription_id}/rotate-secret")
+@documented("Rotate the signing secret (both sign for 24 h)", {200: Subscription}, errors=(404,))
+async def rotate_subscription_secret(request: web.Request) -> web.Response:
+    """A new secret; for the overlap window deliveries carry both signatures."""
+    row, secret = await request.app[WEBHOOKS].rotate_secret(
+        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+    )
+    return json_response(subscription_json(row, secret=secret))
+
+
+# Deliveries
+
+
+@routes.get("/v1/deliveries")
+@documented("List deliveries, newest first", {200: DeliveryPage}, query=DeliveryListQuery)
+async def list_deliveries(request: web.Request) -> web.Response:
+    """Deliveries newest first, filtered by status, subscription and task."""
+    query = read_query(request, DeliveryListQuery)
+    page, next_cursor = await request.app[WEBHOOKS].list_deliveries(
+        request[CLIENT],
+        status=query.status,
+        subscription_id=query.subscription_id,
+        task_id=query.task_id,
+        cursor=query.cursor,
+        limit=query.limit,
+    )
+    return json_response({"data": [delivery_json(r) for r in page], "next_cursor": next_cursor})
+
+
+@routes.get("/v1/deliveries/{delivery_id}")
+@documented("Get a delivery with its attempts", {200: Delivery}, errors=(404,))
+async def get_delivery(request: web.Request) -> web.Response:
+    """One delivery with its attempts."""
+    row = await request.app[WEBHOOKS].get_delivery(
+        request[CLIENT], _path_id(request, "delivery_id", "delivery")
+    )
+    return json_response(delivery_json(row))
+
+
+@routes.post("/v1/deliveries/{delivery_id}/retry")
+@documented(
+    "Send a failed or dead delivery again (same webhook-id)",
+    {202: Delivery},
+    errors=(404, 409),
+)
+async def retry_delivery(request: web.Request) -> web.Response:
+    """Send a failed or dead delivery again (same webhook-id): 202 with the delivery."""
+    row = await request.app[WEBHOOKS].retry_delivery(
+        request[CLIENT], _path_id(request, "delivery_id", "delivery")
+    )
+    return json_response(delivery_json(row), status=202)
+
+
+@routes.get("/v1/tasks/{task_id}/deliveries")
+@documented(
+    "Every webhook delivery of a task, with attempts", {200: TaskDeliveryList}, errors=(404,)
+)
+async def task_deliveries(request: web.Request) -> web.Response:
+    """Every delivery of a task, in event order, with attempts."""
+    rows = await request.app[WEBHOOKS].task_deliveries(
+        request[CLIENT], _path_id(request, "task_id", "task")
+    )
+    return json_response({"data": [delivery_json(r) for r in rows]})
+
+
+# The event feed
+
+
+@routes.get("/v1/events")
+@documented(
+    "Webhook events oldest first, to catch up without webhooks",
+    {200: EventPage},
+    query=EventFeedQuery,
+)
+async def list_events(request: web.Request) -> web.Response:
+    """Webhook bodies oldest first, after a cursor or an event id: catch-up without webhooks."""
+    query = read_query(request, EventFeedQuery)
+    events, next_cursor = await request.app[WEBHOOKS].list_events(
+        request[CLIENT], after=query.after, types=query.type_list, limit=query.limit
+    )
+    return json_response({"data": events, "next_cursor": next_cursor})

@@ -119,6 +119,11 @@ class UpstreamClient:
         """True after repeated 401/403: readiness turns false, tasks stay untouched."""
         return self.auth_failures >= AUTH_FAILURES_BEFORE_UNREADY
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of a replica-wide pause asked for by upstream (0 when none)."""
+        return max(0.0, self._paused_until - time.monotonic())
+
     def pause(self, seconds: float) -> None:
         """Slow the whole replica: no request leaves before `seconds` from now."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)

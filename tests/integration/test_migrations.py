@@ -1,0 +1,121 @@
+"""Migrations: applied in order, once each, safely from many processes; history is append-only."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from relay.store import Store, migrate, migrations
+from tests.conftest import SAMPLE_INPUT, auth, relay_env, run_relay
+
+# What "the schema" is for comparison: columns, constraints, indexes and triggers.
+SCHEMA_FINGERPRINT = """
+SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type
+       || ' ' || is_nullable || ' ' || coalesce(column_default, '') AS what
+FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'trigger', event_object_table || ' ' || trigger_name || ' ' || event_manipulation
+FROM information_schema.triggers WHERE trigger_schema = 'public'
+ORDER BY 1, 2
+"""
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def recorded_versions(dsn: str) -> list[tuple[int, str]]:
+    rows = await fetch(dsn, "SELECT version, name FROM schema_migrations ORDER BY version")
+    return [(r["version"], r["name"]) for r in rows]
+
+
+async def fingerprint(dsn: str) -> list[tuple[str, str]]:
+    return [(r["kind"], r["what"]) for r in await fetch(dsn, SCHEMA_FINGERPRINT)]
+
+
+def test_migration_files_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert len(versions) >= 2
+
+
+async def test_stairway_applies_each_migration_once_in_order(
+    empty_database_url: str, database_url: str
+) -> None:
+    expected: list[tuple[int, str]] = []
+    for migration in migrations():
+        applied = await migrate(empty_database_url, target=migration.version)
+        assert applied == [migration.version]
+        expected.append((migration.version, migration.name))
+        assert await recorded_versions(empty_database_url) == expected
+        # Applying up to the same target again changes nothing.
+        assert await migrate(empty_database_url, target=migration.version) == []
+    # Step by step ends where one `migrate` on a fresh database (the test template) ends.
+    assert await fingerprint(empty_database_url) == await fingerprint(database_url)
+
+
+async def test_migrate_twice_is_a_no_op(empty_database_url: str) -> None:
+    first = await migrate(empty_database_url)
+    assert first == [m.version for m in migrations()]
+    before = await fetch(empty_database_url, "SELECT * FROM schema_migrations ORDER BY version")
+    schema = await fingerprint(empty_database_url)
+    assert await migrate(empty_database_url) == []
+    after = await fetch(empty_database_url, "SELECT * FROM schema_migrations ORDER BY version")
+    assert [dict(r) for r in after] == [dict(r) for r in before]
+    assert await fingerprint(empty_database_url) == schema
+
+
+async def test_concurrent_relay_migrate_processes_all_succeed_with_one_schema(
+    empty_database_url: str, database_url: str
+) -> None:
+    env = relay_env(RELAY_DATABASE_URL=empty_database_url, RELAY_LOG_LEVEL="warning")
+    runs = await asyncio.gather(*(run_relay("migrate", env=env) for _ in range(3)))
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    versions = [m.version for m in migrations()]
+    assert [v for v, _ in await recorded_versions(empty_database_url)] == versions
+    # Exactly one process applied everything; the others found nothing left to do.
+    summaries = sorted(line for r in runs for line in r.stdout.splitlines() if "migration" in line)
+    assert summaries == [
+        "applied 0 migration(s)",
+        "applied 0 migration(s)",
+        f"applied {len(versions)} migration(s): {versions}",
+    ]
+    assert await fingerprint(empty_database_url) == await fingerprint(database_url)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE task_events SET type = 'task.succeeded'",
+        "DELETE FROM task_events",
+        "TRUNCATE task_events",
+    ],
+    ids=["update", "delete", "truncate"],
+)
+async def test_database_refuses_to_change_task_history(
+    relay_app: TestClient, new_client: Any, store: Store, statement: str
+) -> None:
+    client = await new_client()
+    resp = await relay_app.post(
+        "/v1/tasks", json={"model": "kling-video-o1", "input": SAMPLE_INPUT}, headers=auth(client)
+    )
+    assert resp.status == 202
+    before = [dict(r) for r in await store.pool.fetch("SELECT * FROM task_events")]
+    assert len(before) == 1
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await store.pool.execute(statement)
+    after = [dict(r) for r in await store.pool.fetch("SELECT * FROM task_events")]
+    assert after == before

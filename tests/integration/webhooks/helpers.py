@@ -1,0 +1,94 @@
+"""Helpers of the webhook tests: tasks through their statuses, API shortcuts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from relay.dispatcher import Dispatcher
+from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.store import Store
+from tests.conftest import SAMPLE_INPUT, auth, wait_for
+
+
+async def listen_backends(store: Store) -> list[int]:
+    """Backend pids of this database's connections listening for the outbox."""
+    rows = await store.pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query ILIKE 'LISTEN%relay_outbox%'"
+    )
+    return [r["pid"] for r in rows]
+
+
+async def submit_task(api: TestClient, client: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """POST /v1/tasks; the simulator accepts it, so task.queued is recorded."""
+    body = {"model": "kling-video-o1", "input": SAMPLE_INPUT, **extra}
+    resp = await api.post("/v1/tasks", json=body, headers=auth(client))
+    assert resp.status == 202, await resp.text()
+    task = await resp.json()
+    assert task["status"] == "queued" and task["upstream_task_id"], task
+    return task
+
+
+async def advance(store: Store, task_id: str, status: str, **fields: Any) -> None:
+    """Record a status change the way the poller does (outbox in the same transaction)."""
+    row = await store.fetchrow("get_task", task_id, None)
+    assert row is not None
+    if status == "succeeded":
+        fields.setdefault("output", {"video_url": f"https://cdn.example/{task_id}.mp4"})
+        fields.setdefault("cost_actual", 0.0756)
+    outcome = TaskOutcome.from_row(
+        row,
+        status=status,
+        entries=[HistoryEntry.status_change(row["status"], status, "upstream")],
+        **fields,
+    )
+    async with store.transaction() as db:
+        await record_task_outcomes(db, None, [outcome])
+
+
+async def subscribe(api: TestClient, client: dict[str, str], url: str, **body: Any) -> dict:
+    """POST /v1/subscriptions; returns the created subscription (with its secret)."""
+    resp = await api.post("/v1/subscriptions", json={"url": url, **body}, headers=auth(client))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def get_json(api: TestClient, client: dict[str, str], path: str, status: int = 200) -> Any:
+    """GET a path as a client and return the JSON body."""
+    resp = await api.get(path, headers=auth(client))
+    assert resp.status == status, await resp.text()
+    return await resp.json(content_type=None)
+
+
+async def task_deliveries(
+    api: TestClient, client: dict[str, str], task_id: str
+) -> list[dict[str, Any]]:
+    """GET /v1/tasks/{id}/deliveries data."""
+    return (await get_json(api, client, f"/v1/tasks/{task_id}/deliveries"))["data"]
+
+
+async def wait_for_delivery(
+    api: TestClient, client: dict[str, str], task_id: str, status: str, *, count: int = 1
+) -> list[dict[str, Any]]:
+    """Wait until `count` deliveries of the task have `status`; returns all its deliveries."""
+
+    async def reached() -> list[dict[str, Any]] | None:
+        found = await task_deliveries(api, client, task_id)
+        return found if sum(d["status"] == status for d in found) >= count else None
+
+    return await wait_for(reached)
+
+
+async def expire_leases(store: Store) -> None:
+    """Make every waiting delivery due now (a lease expiring, a retry time arriving)."""
+    await store.pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE status IN ('pending', 'failed')"
+    )
+
+
+async def deliver_all(dispatcher: Dispatcher) -> None:
+    """Run passes until nothing is due (retries whose time has not come stay waiting)."""
+    while await dispatcher.run_once():
+        pass

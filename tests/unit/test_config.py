@@ -1,0 +1,110 @@
+"""Configuration: every RELAY_* value is checked at start-up, and a bad one is named."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from relay.config import ConfigError, Settings, load_settings, parse_duration
+from tests.conftest import relay_env, run_relay
+
+BAD_SETTINGS = [
+    ("RELAY_PORT", "abc"),
+    ("RELAY_ROLES", "api,bogus"),
+    ("RELAY_WEBHOOK_RETRY_SCHEDULE", "5x"),
+    ("RELAY_POLL_INTERVAL_MAX_S", "0.5"),  # below the minimum set alongside it
+    ("RELAY_LOG_FORMAT", "xml"),
+    ("RELAY_UPSTREAM_URL", "ftp://x"),
+    ("RELAY_WEBHOOK_DENY_CIDRS", "notacidr"),
+    ("RELAY_DATABASE_URL", "mysql://db/relay"),
+    ("RELAY_WEBHOOK_TIMEOUT_S", "-3s"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_SETTINGS, ids=[v for v, _ in BAD_SETTINGS])
+async def test_bad_setting_stops_serve_with_exit_2_and_one_line_naming_it(
+    variable: str, value: str
+) -> None:
+    env = relay_env(**{variable: value})
+    if variable == "RELAY_POLL_INTERVAL_MAX_S":
+        env["RELAY_POLL_INTERVAL_MIN_S"] = "2s"
+    run = await run_relay("serve", env=env, timeout=30)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert variable in lines[0]
+    assert run.stdout == ""
+
+
+async def test_bad_roles_flag_is_a_configuration_error_naming_relay_roles() -> None:
+    run = await run_relay("serve", "--roles", "api,bogus", env=relay_env(), timeout=30)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()]
+    assert "RELAY_ROLES" in run.stderr
+
+
+async def test_unknown_command_is_usage_error_exit_2() -> None:
+    run = await run_relay("frobnicate", env=relay_env(), timeout=30)
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_duration_forms_parse_to_seconds() -> None:
+    assert parse_duration("5s") == 5.0
+    assert parse_duration("2m") == 120.0
+    assert parse_duration("1h") == 3600.0
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("1d") == 86400.0
+    assert parse_duration("12") == 12.0
+    assert parse_duration(1.5) == 1.5
+
+
+@pytest.mark.parametrize("value", ["5x", "", "s", "0s", "-1s", "5 seconds", True])
+def test_malformed_or_non_positive_duration_is_refused(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_retry_schedule_accepts_duration_forms_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELAY_WEBHOOK_RETRY_SCHEDULE", "5s,2m,1h")
+    monkeypatch.setenv("RELAY_POLL_INTERVAL_MIN_S", "500ms")
+    monkeypatch.setenv("RELAY_POLL_INTERVAL_MAX_S", "1m")
+    settings = load_settings()
+    assert settings.webhook_retry_schedule == (5.0, 120.0, 3600.0)
+    assert settings.poll_interval_min_s == 0.5
+    assert settings.poll_interval_max_s == 60.0
+
+
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("RELAY_"):
+            monkeypatch.delenv(name)
+    settings = Settings()
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert settings.upstream_url == "https://api.mindvideo.ai"
+    assert settings.roles == ("api", "poller", "dispatcher")
+    assert (settings.poll_interval_min_s, settings.poll_interval_max_s) == (1.0, 30.0)
+    assert settings.upstream_max_rps == 50
+    assert settings.webhook_timeout_s == 10
+    assert settings.webhook_retry_schedule == (
+        5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
+    )  # fmt: skip
+    assert settings.webhook_deny_cidrs == (
+        ipaddress.ip_network("169.254.0.0/16"),
+        ipaddress.ip_network("fe80::/10"),
+    )
+    assert (settings.log_format, settings.log_level) == ("json", "info")
+    assert settings.shutdown_grace_s == 20
+
+
+def test_roles_keep_the_canonical_order_whatever_the_input_order() -> None:
+    assert load_settings(roles="dispatcher, api").roles == ("api", "dispatcher")
+
+
+def test_poll_interval_bounds_out_of_order_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="RELAY_POLL_INTERVAL_MAX_S"):
+        load_settings(poll_interval_min_s="10s", poll_interval_max_s="5s")
