@@ -229,7 +229,7 @@ class Poller(Loop):
         if outcome.status in TERMINAL_STATUSES:
             outcome.poll_interval_s, outcome.poll_delay_s = None, None
             metrics.POLLS.labels("terminal").inc()
-            log.info("task_finished", task_id=row["id"], status=outcome.status)
+            log.info("task_polled", task_id=row["id"], outcome="terminal", status=outcome.status)
             return outcome
         if changed:
             interval = settings.poll_interval_min_s
@@ -240,6 +240,16 @@ class Poller(Loop):
         outcome.poll_delay_s = max(_jittered(interval), result.retry_after or 0.0)
         outcome_label = "error" if result.failure else ("changed" if changed else "unchanged")
         metrics.POLLS.labels(outcome_label).inc()
+        # Every poll is logged; the unchanged majority at debug so info stays readable.
+        (log.debug if outcome_label == "unchanged" else log.info)(
+            "task_polled",
+            task_id=row["id"],
+            outcome=outcome_label,
+            status=outcome.status,
+            new_entries=len(outcome.entries),
+            next_poll_in_s=round(outcome.poll_delay_s, 3),
+            error=result.failure,
+        )
         return outcome
 
     async def release(self) -> None:

