@@ -33,6 +33,7 @@ from relay.clients import create_client
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, create_webhook_session
 from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.logs import configure_logging
 from relay.store import Store, migrate
 
 RECEIVER = """
@@ -226,6 +227,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
 
 def main() -> None:
     """Parse flags, find a Postgres, run."""
+    configure_logging("json", "error")  # measure the relay, not the log renderer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
