@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     dispatch_idle_poll_s: float = 1.0
     db_pool_size: int = Field(10, ge=2, le=200)
     secret_rotation_overlap_s: float = 86400.0
+    # On top of the webhook timeout: covers DNS, reading the bounded response and the
+    # completion write, so a live dispatcher never loses its lease mid-attempt.
+    dispatch_lease_margin_s: float = 20.0
 
     @field_validator("database_url")
     @classmethod
@@ -108,6 +111,7 @@ class Settings(BaseSettings):
         "poll_lease_s",
         "dispatch_idle_poll_s",
         "secret_rotation_overlap_s",
+        "dispatch_lease_margin_s",
         mode="before",
     )
     @classmethod
@@ -138,12 +142,7 @@ class Settings(BaseSettings):
     @property
     def dispatch_lease_s(self) -> float:
         """A delivery lease outlives one attempt by a margin, so two dispatchers never overlap."""
-        return self.webhook_timeout_s + DISPATCH_LEASE_MARGIN_S
-
-
-# Margin on top of the webhook timeout: covers DNS resolution, reading the bounded
-# response and the completion write, so a live dispatcher never loses its lease mid-attempt.
-DISPATCH_LEASE_MARGIN_S = 20.0
+        return self.webhook_timeout_s + self.dispatch_lease_margin_s
 
 
 class ConfigError(Exception):

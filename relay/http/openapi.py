@@ -174,6 +174,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/openapi.json")
+@documented("This OpenAPI 3.1 document", {200: None}, auth=False)
 async def openapi_json(request: web.Request) -> web.Response:
     """This API's OpenAPI 3.1 document."""
     return web.json_response(build_openapi(request.app))
