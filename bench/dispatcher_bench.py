@@ -18,23 +18,20 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
 from relay.clients import create_client
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, create_webhook_session
 from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.localdev import embedded_postgres, free_port
 from relay.logs import configure_logging
-from relay.store import Store, migrate
+from relay.store import Store, migrate, scratch_database
 
 RECEIVER = """
 import sys, time
@@ -55,17 +52,6 @@ app.router.add_get("/stats", stats)
 app.router.add_post("/reset", reset)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _with_db(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> dict:
@@ -112,11 +98,13 @@ async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
 
 
 async def run(args: argparse.Namespace, server_url: str) -> None:
-    name = f"relay_dbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_db(server_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_db(server_url, name)
-    port = _free_port()
+    """Everything in a scratch database on `server_url`."""
+    async with scratch_database(server_url, "relay_dbench") as dsn:
+        await _measure(args, dsn)
+
+
+async def _measure(args: argparse.Namespace, dsn: str) -> None:
+    port = free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
     hook = f"http://127.0.0.1:{port}/hook"
     try:
@@ -221,8 +209,6 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
     finally:
         receiver.terminate()
         receiver.wait(10)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:
@@ -235,18 +221,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50, help="status changes per second")
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
-    server = None
-    url = args.database_url
-    if not url:
-        from embedded_postgres import get_server
-
-        server = get_server(tempfile.mkdtemp(prefix="relay-bench-"), cleanup_mode="delete")
-        url = server.get_uri()
-    try:
+    if args.database_url:
+        asyncio.run(run(args, args.database_url))
+        return
+    with embedded_postgres() as url:
         asyncio.run(run(args, url))
-    finally:
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

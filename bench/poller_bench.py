@@ -14,21 +14,18 @@ import asyncio
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
 from relay.config import Settings
+from relay.localdev import embedded_postgres, free_port
 from relay.logs import configure_logging
 from relay.poller import Poller
-from relay.store import Store, migrate
+from relay.store import Store, migrate, scratch_database
 from relay.upstream.client import UpstreamClient
 
 SIM_KEY = "bench-key"
@@ -37,22 +34,11 @@ SIM_KEY = "bench-key"
 BENCH_TASK_COST = 0.042
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _with_db(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
 
 
 async def _wait_http(url: str, timeout: float = 20) -> None:
@@ -71,11 +57,13 @@ async def _wait_http(url: str, timeout: float = 20) -> None:
 
 
 async def run(args: argparse.Namespace, server_url: str) -> None:
-    name = f"relay_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_db(server_url, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_db(server_url, name)
-    port = _free_port()
+    """Everything in a scratch database on `server_url`."""
+    async with scratch_database(server_url, "relay_bench") as dsn:
+        await _measure(args, dsn)
+
+
+async def _measure(args: argparse.Namespace, dsn: str) -> None:
+    port = free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "relay", "simulate-upstream", "--port", str(port),
          "--api-key", SIM_KEY, "--task-duration", "36000", "--seed", "1"],
@@ -184,8 +172,6 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
     finally:
         sim.terminate()
         sim.wait(10)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:
@@ -202,20 +188,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
-    server = None
-    url = args.database_url
-    if not url:
-        import tempfile
-
-        from embedded_postgres import get_server
-
-        server = get_server(tempfile.mkdtemp(prefix="relay-bench-"), cleanup_mode="delete")
-        url = server.get_uri()
-    try:
+    if args.database_url:
+        asyncio.run(run(args, args.database_url))
+        return
+    with embedded_postgres() as url:
         asyncio.run(run(args, url))
-    finally:
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from relay.config import Settings
+from relay.localdev import embedded_postgres, free_port
 from relay.upstream.simulator import SimulatorConfig, create_simulator_app
 
 DEMO_DIR = Path(".demo")
@@ -34,12 +34,6 @@ PROMPTS = [
     "Timelapse of a desert night sky, slow dolly forward",
     "A red fox walking through fresh snow, soft morning light",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def verify_signature(secret: str, headers: Any, body: bytes) -> bool:
@@ -111,7 +105,7 @@ async def _demo(settings: Settings, tasks: int, task_duration: float) -> int:
     key, _ = await create_client(store, f"demo-{int(time.time())}")
     await store.close()
 
-    sim_port, receiver_port, relay_port = _free_port(), _free_port(), _free_port()
+    sim_port, receiver_port, relay_port = free_port(), free_port(), free_port()
     sim_config = SimulatorConfig(api_key=SIM_KEY, task_duration_s=task_duration)
     runners = [await _start(create_simulator_app(sim_config), sim_port)]
     receiver = Receiver()
@@ -196,16 +190,11 @@ async def _print_history(http: aiohttp.ClientSession, base: str, task: dict[str,
 
 def run_demo(settings: Settings, *, tasks: int = 3, task_duration: float = 6.0) -> int:
     """Run the demo; returns the exit code."""
-    server = None
-    if not settings.database_url:
-        from embedded_postgres import get_server
-
-        DEMO_DIR.mkdir(exist_ok=True)
-        _say("starting an embedded Postgres in .demo/pg ...")
-        server = get_server(DEMO_DIR / "pg", cleanup_mode="stop")
-        settings = settings.model_copy(update={"database_url": server.get_uri()})
-    try:
+    if settings.database_url:
         return asyncio.run(_demo(settings, tasks, task_duration))
-    finally:
-        if server is not None:
-            server.cleanup()
+    DEMO_DIR.mkdir(exist_ok=True)
+    _say("starting an embedded Postgres in .demo/pg ...")
+    with embedded_postgres(DEMO_DIR / "pg", keep=True) as url:
+        return asyncio.run(
+            _demo(settings.model_copy(update={"database_url": url}), tasks, task_duration)
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -218,6 +219,16 @@ class Store(Db):
         return await self.pool.fetchval("SELECT 1") == 1
 
 
-def records(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
-    """Rows as plain dicts."""
-    return [dict(r) for r in rows]
+@asynccontextmanager
+async def scratch_database(server_url: str, prefix: str = "relay_scratch") -> AsyncIterator[str]:
+    """A new empty database on `server_url` (demo, benchmarks, CI), dropped on exit."""
+    from relay.localdev import with_database
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(server_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

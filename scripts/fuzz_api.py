@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+from relay.localdev import embedded_postgres, free_port
+from relay.store import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,17 +32,6 @@ CHECKS = ",".join(
         "response_schema_conformance",
     ]
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _with_db(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
 
 
 def _wait(url: str, timeout: float = 30) -> None:
@@ -62,32 +48,28 @@ def _wait(url: str, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_with_db(url, "postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def main() -> int:
     """Run the fuzzing; returns schemathesis's exit code."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-examples", type=int, default=25)
     args = parser.parse_args()
-    server = None
     url = os.environ.get("RELAY_TEST_DATABASE_URL")
-    if not url:
-        from embedded_postgres import get_server
+    if url:
+        return asyncio.run(_fuzz(url, args.max_examples))
+    with embedded_postgres() as url:
+        return asyncio.run(_fuzz(url, args.max_examples))
 
-        server = get_server(tempfile.mkdtemp(prefix="relay-fuzz-"), cleanup_mode="delete")
-        url = server.get_uri()
-    name = f"relay_fuzz_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
-    sim_port, relay_port = _free_port(), _free_port()
+
+async def _fuzz(server_url: str, max_examples: int) -> int:
+    async with scratch_database(server_url, "relay_fuzz") as dsn:
+        return _fuzz_database(dsn, max_examples)
+
+
+def _fuzz_database(dsn: str, max_examples: int) -> int:
+    sim_port, relay_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update(
-        RELAY_DATABASE_URL=_with_db(url, name),
+        RELAY_DATABASE_URL=dsn,
         RELAY_UPSTREAM_URL=f"http://127.0.0.1:{sim_port}",
         RELAY_UPSTREAM_API_KEY="sim",
         RELAY_HOST="127.0.0.1",
@@ -125,7 +107,7 @@ def main() -> int:
                 "--header",
                 f"Authorization: Bearer {key}",
                 "--max-examples",
-                str(args.max_examples),
+                str(max_examples),
                 "--phases",
                 "examples,coverage,fuzzing",
                 "--workers",
@@ -146,9 +128,6 @@ def main() -> int:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

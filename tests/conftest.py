@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from relay.app import create_app
 from relay.clients import create_client
 from relay.config import Settings
+from relay.localdev import embedded_postgres, with_database
 from relay.store import Store, migrate
 from relay.upstream.simulator import (
     SIM_STATE,
@@ -34,29 +33,18 @@ T = TypeVar("T")
 SIM_KEY = "sim-test-key-7f3a"
 
 
-def with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
-
-
 def _postgres_from_testcontainers() -> tuple[str, Callable[[], None]] | None:
     try:
-        from testcontainers.postgres import PostgresContainer
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers before the community split
+            from testcontainers.postgres import PostgresContainer
 
         container = PostgresContainer("postgres:16-alpine", driver=None)
         container.start()
     except Exception:  # no Docker engine answers: DockerException and friends
         return None
     return container.get_connection_url(), container.stop
-
-
-def _postgres_from_embedded() -> tuple[str, Callable[[], None]]:
-    from embedded_postgres import get_server
-
-    data_dir = tempfile.mkdtemp(prefix="relay-test-pg-")
-    server = get_server(data_dir, cleanup_mode="delete")
-    return server.get_uri(), server.cleanup
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +54,15 @@ def postgres_url() -> Iterator[str]:
     if url:
         yield url
         return
-    found = _postgres_from_testcontainers() or _postgres_from_embedded()
-    try:
-        yield found[0]
-    finally:
-        found[1]()
+    found = _postgres_from_testcontainers()
+    if found is not None:
+        try:
+            yield found[0]
+        finally:
+            found[1]()
+        return
+    with embedded_postgres() as embedded_url:
+        yield embedded_url
 
 
 async def _admin(url: str, sql: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from relay.localdev import free_port
 from tests.conftest import SIM_KEY, wait_for
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RelayProcess:

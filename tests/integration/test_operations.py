@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import asyncpg
 from aiohttp.test_utils import TestClient
 
@@ -47,7 +49,7 @@ async def test_readyz_is_503_when_the_database_stops_answering(
 ) -> None:
     assert (await relay_app.get("/readyz")).status == 200
     await store.close()
-    name = database_url.rsplit("/", 1)[1]
+    name = urlsplit(database_url).path.lstrip("/")
     conn = await asyncpg.connect(with_database(postgres_url, "postgres"))
     try:
         await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
