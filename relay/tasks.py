@@ -225,8 +225,9 @@ class TaskService:
         self, row: Mapping[str, Any], owner: str | None, attempts: int, retry_after: float | None
     ) -> dict[str, Any] | None:
         delay = resubmit_delay(attempts, retry_after)
-        await self.store.execute("schedule_resubmit", row["id"], owner, delay)
-        found = await self.store.fetchrow("get_task", row["id"], None)
+        found = await self.store.fetchrow("schedule_resubmit", row["id"], owner, delay)
+        if found is None:  # taken over meanwhile: answer with the task as it stands
+            found = await self.store.fetchrow("get_task", row["id"], None)
         return dict(found) if found else None
 
     async def get(self, client: Client, task_id: str) -> dict[str, Any]:

@@ -75,7 +75,7 @@ UPDATE tasks
 SET next_submit_at = now() + make_interval(secs => $3), lease_owner = NULL
 WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $2 AND upstream_task_id IS NULL
   AND status = 'queued'
-RETURNING id;
+RETURNING *;
 
 -- name: claim_due_polls
 -- Due in-flight tasks, one batch; the lease is next_poll_at, so a dead owner's tasks come due.
