@@ -109,7 +109,7 @@ def _fuzz_database(dsn: str, max_examples: int) -> int:
                 "--max-examples",
                 str(max_examples),
                 "--phases",
-                "examples,coverage,fuzzing",
+                "examples,coverage,fuzzing,stateful",
                 "--workers",
                 "2",
                 "--request-timeout",

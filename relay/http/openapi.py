@@ -16,6 +16,8 @@ from pydantic.json_schema import models_json_schema
 
 from relay import __version__
 from relay.http.schemas import Problem
+from relay.keys import CATALOG
+from relay.models_catalog import ModelCatalog
 
 H = TypeVar("H", bound=Callable[..., Any])
 _DOC_ATTR = "__relay_openapi__"
@@ -79,6 +81,50 @@ def _collect_models(docs: list[RouteDoc]) -> list[type[BaseModel]]:
     return list(models.values())
 
 
+def _task_create_per_model(base: dict[str, Any], catalog: ModelCatalog) -> dict[str, Any]:
+    """`TaskCreate` as one variant per model, each with that model's own input schema.
+
+    The input schemas are the same files the handler validates with, so the document is
+    exactly as strict as the API.
+    """
+    variants = []
+    for name in catalog.names:
+        properties = {
+            **base["properties"],
+            "model": {"const": name, "title": "Model"},
+            "input": catalog.schema(name),
+        }
+        variants.append({**base, "title": f"TaskCreate ({name})", "properties": properties})
+    return {"title": base.get("title", "TaskCreate"), "oneOf": variants}
+
+
+def _link_created_resources(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each `POST /collection` to the `/collection/{id}...` operations.
+
+    A client (or a fuzzer's stateful phase) can then follow a created resource's `id`.
+    """
+    for collection, ops in paths.items():
+        create = ops.get("post")
+        if create is None:
+            continue
+        links = {}
+        for path, targets in paths.items():
+            rest = path.removeprefix(collection + "/")
+            if rest == path or not rest.startswith("{"):
+                continue
+            param = rest[1 : rest.index("}")]
+            for target in targets.values():
+                links[target["operationId"]] = {
+                    "operationId": target["operationId"],
+                    "parameters": {param: "$response.body#/id"},
+                }
+        if not links:
+            continue
+        for status, response in create["responses"].items():
+            if status.startswith("2") and "content" in response:
+                response["links"] = links
+
+
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
@@ -101,6 +147,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )
     components = defs.get("$defs", {})
+    if CATALOG in app and "TaskCreate" in components:
+        components["TaskCreate"] = _task_create_per_model(components["TaskCreate"], app[CATALOG])
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -159,6 +207,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         if doc.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
+    _link_created_resources(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "mindvideo-relay", "version": __version__},
