@@ -151,10 +151,12 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             dispatcher = Dispatcher(store, session, settings)
             started = time.perf_counter()
             runner = asyncio.create_task(dispatcher.run())
-            while (await store.pool.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'succeeded'"
-            )) < args.deliveries:  # fmt: skip
-                await asyncio.sleep(0.05)
+            # Cheap completion check (the partial index of waiting deliveries), rarely, so
+            # the benchmark does not take Postgres time from the dispatcher it measures.
+            while await store.pool.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed')"
+            ):
+                await asyncio.sleep(0.2)
             drained = time.perf_counter() - started
             got = (await _get(http, f"http://127.0.0.1:{port}/stats"))["count"]
 

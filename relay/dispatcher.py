@@ -352,7 +352,7 @@ class Dispatcher(Loop):
             self._in_flight[target] = left
         else:
             self._in_flight.pop(target, None)
-        if self.in_flight <= self.settings.dispatch_concurrency // 2:
+        if self.in_flight <= self.settings.dispatch_concurrency * 3 // 4:
             # Half the room is free: claim the next batch while this one finishes, so the
             # database round trip overlaps sending instead of following it.
             self.wake()

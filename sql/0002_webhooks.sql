@@ -59,8 +59,6 @@ CREATE TABLE deliveries (
     UNIQUE (event_id, target)
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status IN ('pending', 'failed');
-CREATE INDEX deliveries_open_order ON deliveries (task_id, target, event_seq)
-    WHERE status IN ('pending', 'failed');
 CREATE INDEX deliveries_task ON deliveries (task_id, event_seq);
 CREATE INDEX deliveries_client_id_desc ON deliveries (client_id, id DESC);
 
