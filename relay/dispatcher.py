@@ -12,7 +12,6 @@ backoff) and poll every `dispatch_idle_poll_s` as a backstop for missed notifica
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import ipaddress
 import random
@@ -34,6 +33,7 @@ from relay.config import Settings
 from relay.loops import Loop, new_owner_id
 from relay.signing import webhook_headers
 from relay.store import OUTBOX_CHANNEL, Store
+from relay.upstream.client import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -196,22 +196,6 @@ def plan_next_step(result: AttemptResult, retry_index: int, schedule: Sequence[f
     if result.retry_after_s is not None:
         delay = max(delay, min(result.retry_after_s, RETRY_AFTER_MAX_S))
     return NextStep("failed", delay, retry_index + 1)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds asked for by a Retry-After header (delay-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)
 
 
 def _error_text(exc: BaseException, timeout_s: float) -> str:

@@ -214,10 +214,6 @@ class Store(Db):
                 lost.cancel()
             await conn.close(timeout=5)
 
-    async def ping(self) -> bool:
-        """True when the database answers a trivial query."""
-        return await self.pool.fetchval("SELECT 1") == 1
-
 
 @asynccontextmanager
 async def scratch_database(server_url: str, prefix: str = "relay_scratch") -> AsyncIterator[str]:

@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import json as jsonlib
 import time
-from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -64,19 +64,25 @@ class UpstreamMalformed(UpstreamError):
     """A 2xx whose body is not what the endpoint returns."""
 
 
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped."""
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds asked for by a Retry-After header (delay-seconds or HTTP-date), or None.
+
+    Shared by the upstream client and the webhook dispatcher; each caller applies its cap.
+    """
     if not value:
         return None
+    value = value.strip()
     try:
-        seconds = float(value)
+        return max(float(value), 0.0)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - now, 0.0)
 
 
 def _error_fields(body: Any, status: int) -> tuple[str, str]:
@@ -223,7 +229,9 @@ class UpstreamClient:
             )
             raise UpstreamAuthError(status)
         if status in (408, 429) or status >= 500:
-            retry_after = parse_retry_after(headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+            if retry_after is not None:
+                retry_after = min(retry_after, MAX_RETRY_AFTER_S)
             if retry_after and status in (429, 503):
                 # Upstream is telling the whole account to slow down, not just this task.
                 self.pause(retry_after)
