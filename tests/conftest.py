@@ -1,18 +1,17 @@
-"""Shared fixtures: a real Postgres per test run, a fresh database per test, the simulator."""
+"""Shared fixtures: a real Postgres per test run, a fresh database per test, the simulator.
+
+Fixtures only; the helpers tests import by name are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -20,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from relay.app import create_app
 from relay.clients import create_client
 from relay.config import Settings
-from relay.localdev import embedded_postgres, with_database
+from relay.localdev import embedded_postgres
 from relay.store import Store, migrate
 from relay.upstream.simulator import (
     SIM_STATE,
@@ -28,9 +27,7 @@ from relay.upstream.simulator import (
     SimulatorState,
     create_simulator_app,
 )
-
-T = TypeVar("T")
-SIM_KEY = "sim-test-key-7f3a"
+from tests.helpers import SIM_KEY, create_database, drop_database, make_settings
 
 
 def _postgres_from_testcontainers() -> tuple[str, Callable[[], None]] | None:
@@ -65,42 +62,31 @@ def postgres_url() -> Iterator[str]:
         yield embedded_url
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(with_database(url, "postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def template_database(postgres_url: str) -> Iterator[str]:
     """One migrated database per run, cloned for each test; dropped at the end."""
-    name = f"relay_tmpl_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
-    asyncio.run(migrate(with_database(postgres_url, name)))
+    url = asyncio.run(create_database(postgres_url, "relay_tmpl"))
+    asyncio.run(migrate(url))
     try:
-        yield name
+        yield urlsplit(url).path.lstrip("/")
     finally:
-        asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(postgres_url, url))
 
 
 @pytest.fixture
 async def empty_database_url(postgres_url: str) -> AsyncIterator[str]:
     """A brand-new empty database (for migration tests)."""
-    name = f"relay_empty_{uuid.uuid4().hex[:10]}"
-    await _admin(postgres_url, f'CREATE DATABASE "{name}"')
-    yield with_database(postgres_url, name)
-    await _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = await create_database(postgres_url, "relay_empty")
+    yield url
+    await drop_database(postgres_url, url)
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"relay_t_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield with_database(postgres_url, name)
-    await _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = await create_database(postgres_url, "relay_t", template=template_database)
+    yield url
+    await drop_database(postgres_url, url)
 
 
 @pytest.fixture
@@ -130,26 +116,6 @@ async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[TestServer]:
 def sim(simulator: TestServer) -> SimulatorState:
     """The simulator's state: request log, fault injection, clock."""
     return simulator.app[SIM_STATE]
-
-
-def make_settings(database_url: str, upstream_url: str, **overrides: Any) -> Settings:
-    """Test settings: API role only unless asked, fast intervals, the simulator's key."""
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "upstream_url": upstream_url,
-        "upstream_api_key": SIM_KEY,
-        "roles": "api",
-        "poll_interval_min_s": 0.05,
-        "poll_interval_max_s": 0.5,
-        "upstream_max_rps": 1000,
-        "upstream_timeout_s": 5,
-        "webhook_timeout_s": 2,
-        "webhook_retry_schedule": "1s,1s,1s",
-        "webhook_deny_cidrs": "169.254.0.0/16,fe80::/10",
-        "log_level": "warning",
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture
@@ -203,77 +169,3 @@ def new_client(store: Store) -> Callable[..., Awaitable[dict[str, str]]]:
         return {"Authorization": f"Bearer {key}", "key": key, "secret": secret}
 
     return make
-
-
-def auth(client: dict[str, str]) -> dict[str, str]:
-    """Only the Authorization header of a `new_client` result."""
-    return {"Authorization": client["Authorization"]}
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, interval: float = 0.02
-) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-SAMPLE_INPUT = {"prompt": "A cinematic skyline at golden hour", "duration": 5, "mode": "pro"}
-
-
-PROBLEM_JSON = "application/problem+json"
-
-
-async def read_problem(resp: Any, status: int) -> dict[str, Any]:
-    """Assert an RFC 9457 answer with this status; return its body."""
-    assert resp.status == status, await resp.text()
-    assert resp.headers["Content-Type"].split(";")[0] == PROBLEM_JSON
-    body = await resp.json(content_type=None)
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
-
-
-# The `relay` console script of the venv running the tests.
-RELAY_BIN = str(Path(sys.executable).with_name("relay"))
-
-
-@dataclass(frozen=True)
-class RelayRun:
-    """What a `relay` subprocess did."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def relay_env(**variables: str) -> dict[str, str]:
-    """A clean environment for a `relay` subprocess: PATH and exactly these variables."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **variables}
-
-
-async def run_relay(*args: str, env: dict[str, str], timeout: float = 60.0) -> RelayRun:
-    """Run `relay ARGS` to completion (killed and failed after `timeout` seconds)."""
-    proc = await asyncio.create_subprocess_exec(
-        RELAY_BIN,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError(f"relay {' '.join(args)} still running after {timeout}s") from None
-    assert proc.returncode is not None
-    return RelayRun(proc.returncode, out.decode(), err.decode())

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 @dataclass(frozen=True)

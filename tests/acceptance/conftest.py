@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from relay.localdev import free_port
-from tests.conftest import SIM_KEY, wait_for
+from tests.helpers import SIM_KEY, wait_for
 
 
 class RelayProcess:

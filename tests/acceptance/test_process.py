@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from relay.clients import create_client
 from tests.acceptance.conftest import RelayProcess
-from tests.conftest import SAMPLE_INPUT, SIM_KEY, wait_for
+from tests.helpers import SAMPLE_INPUT, SIM_KEY, wait_for
 
 
 class SlowReceiver:

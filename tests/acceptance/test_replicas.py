@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from relay.clients import create_client
 from tests.acceptance.conftest import RelayProcess, free_port
-from tests.conftest import SAMPLE_INPUT, wait_for
+from tests.helpers import SAMPLE_INPUT, wait_for
 
 TASKS = 12
 EVENTS_PER_TASK = 3  # queued, processing, succeeded

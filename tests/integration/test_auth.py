@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -11,16 +10,10 @@ from aiohttp.test_utils import TestClient
 from relay.clients import revoke_client
 from relay.store import Store
 from relay.upstream.simulator import SimulatorState
-from tests.conftest import SAMPLE_INPUT, auth, read_problem
+from tests.helpers import TASK, auth, read_problem
+from tests.helpers import submit as create
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]
-TASK = {"model": "kling-video-o1", "input": SAMPLE_INPUT}
-
-
-async def create(relay_app: TestClient, client: dict[str, str]) -> dict[str, Any]:
-    resp = await relay_app.post("/v1/tasks", json=TASK, headers=auth(client))
-    assert resp.status == 202, await resp.text()
-    return await resp.json()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import re
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
-from tests.conftest import RelayRun, relay_env, run_relay
+from tests.helpers import RelayRun, relay_env, run_relay
 
 KEY = re.compile(r"\brk_[A-Za-z0-9_\-]{20,}")
 SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=]{32,}")

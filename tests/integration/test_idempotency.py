@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from relay.keys import RUNTIME
 from relay.store import Store
 from relay.upstream.simulator import SimulatorState
-from tests.conftest import SAMPLE_INPUT, auth, read_problem
+from tests.helpers import SAMPLE_INPUT, auth, read_problem
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]
 BODY = {"model": "kling-video-o1", "input": SAMPLE_INPUT, "metadata": {"order_id": "A-17"}}

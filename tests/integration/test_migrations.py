@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store, migrate, migrations
-from tests.conftest import SAMPLE_INPUT, auth, relay_env, run_relay
+from tests.helpers import SAMPLE_INPUT, auth, relay_env, run_relay
 
 # What "the schema" is for comparison: columns, constraints, indexes and triggers.
 SCHEMA_FINGERPRINT = """

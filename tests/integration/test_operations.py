@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-import asyncpg
 from aiohttp.test_utils import TestClient
 
 from relay.http.openapi import build_openapi
 from relay.keys import RUNTIME
 from relay.store import latest_migration_version
-from tests.conftest import SAMPLE_INPUT, auth, wait_for, with_database
+from tests.helpers import SAMPLE_INPUT, auth, drop_database, wait_for
 
 CONTRACT_SERIES = (
     "relay_tasks_in_flight",
@@ -49,12 +46,7 @@ async def test_readyz_is_503_when_the_database_stops_answering(
 ) -> None:
     assert (await relay_app.get("/readyz")).status == 200
     await store.close()
-    name = urlsplit(database_url).path.lstrip("/")
-    conn = await asyncpg.connect(with_database(postgres_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(postgres_url, database_url)
     ready = await relay_app.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["checks"]["database"].startswith("unavailable")

@@ -8,28 +8,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from relay.keys import RUNTIME, UPSTREAM
 from relay.outcomes import record_task_outcomes
 from relay.poller import Poller, PollerSettings, diff_task
 from relay.store import Store
 from relay.upstream.simulator import SimulatorConfig, SimulatorState
-from tests.conftest import SAMPLE_INPUT, SIM_KEY, auth, wait_for
-
-
-async def submit(relay_app: TestClient, headers: dict[str, str]) -> dict[str, Any]:
-    resp = await relay_app.post(
-        "/v1/tasks", json={"model": "kling-video-o1", "input": SAMPLE_INPUT}, headers=headers
-    )
-    assert resp.status == 202, await resp.text()
-    return await resp.json()
-
-
-async def history(relay_app: TestClient, headers: dict[str, str], task_id: str) -> list[dict]:
-    resp = await relay_app.get(f"/v1/tasks/{task_id}/events", headers=headers)
-    assert resp.status == 200
-    return (await resp.json())["data"]
+from tests.helpers import SIM_KEY, auth, history, submit, wait_for
 
 
 async def poll_until_status(

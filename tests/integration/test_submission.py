@@ -19,29 +19,10 @@ from relay.upstream.simulator import (
     SimulatorState,
     create_simulator_app,
 )
-from tests.conftest import SAMPLE_INPUT, auth, wait_for
+from tests.helpers import get_task, history, submit, wait_for
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]
-TASK = {"model": "kling-video-o1", "input": SAMPLE_INPUT}
 CREDITS_ERROR = {"error": {"code": "insufficient_credits", "message": "balance is 0.00"}}
-
-
-async def submit(relay_app: TestClient, client: dict[str, str]) -> dict[str, Any]:
-    resp = await relay_app.post("/v1/tasks", json=TASK, headers=auth(client))
-    assert resp.status == 202, await resp.text()
-    return await resp.json()
-
-
-async def get_task(relay_app: TestClient, client: dict[str, str], task_id: str) -> dict[str, Any]:
-    resp = await relay_app.get(f"/v1/tasks/{task_id}", headers=auth(client))
-    assert resp.status == 200
-    return await resp.json()
-
-
-async def history(relay_app: TestClient, client: dict[str, str], task_id: str) -> list[dict]:
-    resp = await relay_app.get(f"/v1/tasks/{task_id}/events", headers=auth(client))
-    assert resp.status == 200
-    return (await resp.json())["data"]
 
 
 async def make_due(store: Store, task_id: str) -> None:
@@ -285,42 +266,31 @@ async def test_while_upstream_asks_to_wait_new_submissions_answer_at_once_deferr
     assert await seconds_until_next_submit(store, second["id"]) > 25
 
 
-@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
-async def test_transient_upstream_answer_defers_submission(
-    relay_app: TestClient, new_client: NewClient, sim: SimulatorState, status: int
+# Upstream answers that are no verdict on the task: the submission is deferred (resubmitted
+# later with the same key), never failed. (HTTP status, body the simulator answers with.)
+DEFERRING_ANSWERS = {
+    **{str(status): (status, None) for status in (408, 500, 502, 503, 504)},  # transient
+    "200-without-task-id": (200, {"accepted": True}),  # malformed: no task_id
+    "401-key-refused": (401, None),  # our key, not the task, is at fault
+    "409-idempotency-conflict": (409, None),  # upstream is still deciding on this key
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"), DEFERRING_ANSWERS.values(), ids=DEFERRING_ANSWERS.keys()
+)
+async def test_upstream_answer_that_is_no_verdict_defers_submission_without_failing_the_task(
+    relay_app: TestClient,
+    new_client: NewClient,
+    sim: SimulatorState,
+    status: int,
+    answer: dict[str, Any] | None,
 ) -> None:
     client = await new_client()
-    sim.fail_next("submit", 1, status)
+    sim.fail_next("submit", 1, status, answer)
     task = await submit(relay_app, client)
     assert (task["status"], task["upstream_task_id"], task["error"]) == ("queued", None, None)
     assert task["completed_at"] is None
-
-
-async def test_malformed_upstream_answer_defers_submission(
-    relay_app: TestClient, new_client: NewClient, sim: SimulatorState
-) -> None:
-    client = await new_client()
-    sim.fail_next("submit", 1, 200, {"accepted": True})  # a 200 without a task_id
-    task = await submit(relay_app, client)
-    assert (task["status"], task["upstream_task_id"], task["error"]) == ("queued", None, None)
-
-
-async def test_upstream_refusing_our_key_defers_submission_without_failing_the_task(
-    relay_app: TestClient, new_client: NewClient, sim: SimulatorState
-) -> None:
-    client = await new_client()
-    sim.fail_next("submit", 1, 401)
-    task = await submit(relay_app, client)
-    assert (task["status"], task["upstream_task_id"], task["error"]) == ("queued", None, None)
-
-
-async def test_upstream_idempotency_conflict_defers_rather_than_fails(
-    relay_app: TestClient, new_client: NewClient, sim: SimulatorState
-) -> None:
-    client = await new_client()
-    sim.fail_next("submit", 1, 409)
-    task = await submit(relay_app, client)
-    assert (task["status"], task["upstream_task_id"], task["error"]) == ("queued", None, None)
 
 
 async def test_upstream_402_fails_the_task_with_upstream_error_and_history(

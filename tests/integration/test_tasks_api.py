@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from relay.store import Store
 from relay.upstream.simulator import SimulatorState
-from tests.conftest import SAMPLE_INPUT, auth, read_problem
+from tests.helpers import SAMPLE_INPUT, auth, read_problem
+from tests.helpers import submit as create
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]
 MODEL = "kling-video-o1"
@@ -52,14 +53,6 @@ def sized_body(total: int) -> bytes:
 
 async def count_tasks(store: Store) -> int:
     return await store.pool.fetchval("SELECT count(*) FROM tasks")
-
-
-async def create(
-    relay_app: TestClient, client: dict[str, str], payload: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    resp = await relay_app.post("/v1/tasks", json=payload or body(), headers=auth(client))
-    assert resp.status == 202, await resp.text()
-    return await resp.json()
 
 
 # (request body bytes, extra headers, expected status, expected error locations)

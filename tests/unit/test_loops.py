@@ -9,7 +9,7 @@ import structlog.testing
 
 from relay.loops import Loop
 from relay.runtime import Runtime
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 # Far longer than any test: only wake() or stop() can end an idle wait.
 NEVER_S = 3600.0

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.egress import create_webhook_session
 from relay.store import Store
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.receiver import Receiver, running_receiver
 
 # Dispatcher settings for tests: a quick idle poll and a short retry schedule, so retries

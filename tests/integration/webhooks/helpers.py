@@ -1,4 +1,7 @@
-"""Helpers of the webhook tests: tasks through their statuses, API shortcuts."""
+"""Webhook-specific test helpers: tasks through their statuses, subscriptions, deliveries.
+
+The shared ones (submit_task, get_json, auth, wait_for...) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from relay.dispatcher import Dispatcher
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.store import OUTBOX_CHANNEL, Store
-from tests.conftest import SAMPLE_INPUT, auth, wait_for
+from tests.helpers import auth, get_json, wait_for
 
 
 async def listen_backends(store: Store) -> list[int]:
@@ -19,16 +22,6 @@ async def listen_backends(store: Store) -> list[int]:
         f"LISTEN%{OUTBOX_CHANNEL}%",
     )
     return [r["pid"] for r in rows]
-
-
-async def submit_task(api: TestClient, client: dict[str, str], **extra: Any) -> dict[str, Any]:
-    """POST /v1/tasks; the simulator accepts it, so task.queued is recorded."""
-    body = {"model": "kling-video-o1", "input": SAMPLE_INPUT, **extra}
-    resp = await api.post("/v1/tasks", json=body, headers=auth(client))
-    assert resp.status == 202, await resp.text()
-    task = await resp.json()
-    assert task["status"] == "queued" and task["upstream_task_id"], task
-    return task
 
 
 async def advance(store: Store, task_id: str, status: str, **fields: Any) -> None:
@@ -53,13 +46,6 @@ async def subscribe(api: TestClient, client: dict[str, str], url: str, **body: A
     resp = await api.post("/v1/subscriptions", json={"url": url, **body}, headers=auth(client))
     assert resp.status == 201, await resp.text()
     return await resp.json()
-
-
-async def get_json(api: TestClient, client: dict[str, str], path: str, status: int = 200) -> Any:
-    """GET a path as a client and return the JSON body."""
-    resp = await api.get(path, headers=auth(client))
-    assert resp.status == status, await resp.text()
-    return await resp.json(content_type=None)
 
 
 async def task_deliveries(

@@ -6,9 +6,9 @@ from aiohttp.test_utils import TestClient
 
 from relay.http.schemas import Delivery, DeliveryPage
 from relay.http.webhooks import TaskDeliveryList
-from tests.conftest import auth, read_problem
+from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import deliver_all, get_json, submit_task, subscribe
+from tests.integration.webhooks.helpers import deliver_all, subscribe
 from tests.receiver import Receiver
 
 

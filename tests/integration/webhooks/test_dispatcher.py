@@ -7,14 +7,12 @@ import asyncio
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
-from tests.conftest import wait_for
+from tests.helpers import get_json, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (
     advance,
     expire_leases,
-    get_json,
     listen_backends,
-    submit_task,
     subscribe,
     task_deliveries,
     wait_for_delivery,

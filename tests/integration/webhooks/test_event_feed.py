@@ -6,8 +6,8 @@ from aiohttp.test_utils import TestClient
 
 from relay.http.schemas import EventPage
 from relay.store import Store
-from tests.conftest import auth, read_problem
-from tests.integration.webhooks.helpers import advance, get_json, submit_task
+from tests.helpers import auth, get_json, read_problem, submit_task
+from tests.integration.webhooks.helpers import advance
 
 
 async def test_a_consumer_that_was_down_catches_up_page_by_page(

@@ -10,8 +10,9 @@ import svix.webhooks
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
+from tests.helpers import get_json, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import advance, get_json, submit_task, subscribe
+from tests.integration.webhooks.helpers import advance, subscribe
 from tests.receiver import Receiver
 
 LIFECYCLE = ["task.queued", "task.processing", "task.succeeded"]

@@ -9,14 +9,12 @@ import standardwebhooks
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
-from tests.conftest import auth, read_problem
+from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (
     advance,
     deliver_all,
     expire_leases,
-    get_json,
-    submit_task,
     subscribe,
     task_deliveries,
     wait_for_delivery,

@@ -10,9 +10,9 @@ import svix.webhooks
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
-from tests.conftest import auth, read_problem
+from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import advance, get_json, submit_task, subscribe
+from tests.integration.webhooks.helpers import advance, subscribe
 from tests.receiver import Receiver
 
 # RELAY's default overlap (Settings.secret_rotation_overlap_s) is 24 hours.

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests.helpers import submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import deliver_all, submit_task, subscribe, task_deliveries
+from tests.integration.webhooks.helpers import deliver_all, subscribe, task_deliveries
 from tests.receiver import Receiver
 
 # The receiver listens on loopback; denying loopback makes it a forbidden target.

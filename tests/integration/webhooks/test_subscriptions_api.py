@@ -9,9 +9,9 @@ from aiohttp.test_utils import TestClient
 from relay.http.schemas import Subscription, SubscriptionPage
 from relay.store import Store
 from relay.vocabulary import EVENT_TYPES
-from tests.conftest import auth, read_problem
+from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import get_json, submit_task, subscribe, task_deliveries
+from tests.integration.webhooks.helpers import subscribe, task_deliveries
 from tests.receiver import Receiver
 
 # Standard Webhooks asks for secrets of 24 to 64 random bytes.

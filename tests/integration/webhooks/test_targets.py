@@ -7,16 +7,9 @@ import svix.webhooks
 from aiohttp.test_utils import TestClient
 
 from relay.store import Store
-from tests.conftest import auth, read_problem
+from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
-from tests.integration.webhooks.helpers import (
-    advance,
-    deliver_all,
-    get_json,
-    submit_task,
-    subscribe,
-    task_deliveries,
-)
+from tests.integration.webhooks.helpers import advance, deliver_all, subscribe, task_deliveries
 from tests.receiver import Receiver
 
 
