@@ -409,3 +409,54 @@ FROM deliveries WHERE status IN ('pending', 'failed');
 -- name: purge_idempotency_keys
 -- Idempotency keys are kept 24 hours (the contract's minimum) plus a margin.
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '48 hours';
+
+-- name: relax_commit
+-- This transaction's commit need not wait for the disk (losing it in a crash is harmless).
+SET LOCAL synchronous_commit = off;
+
+-- name: take_upstream_budget
+-- Shared token bucket: refill by elapsed time, grant up to :wanted, leave :keep for others.
+WITH level AS (
+    SELECT least(:burst::float8,
+                 tokens + :rate::float8
+                     * extract(epoch FROM clock_timestamp() - refilled_at)::float8) AS tokens
+    FROM upstream_budget WHERE id = 1
+    FOR UPDATE
+), granted AS (
+    SELECT greatest(0, least(:wanted::int, floor(tokens - :keep::float8)))::int AS n, tokens
+    FROM level
+)
+UPDATE upstream_budget b
+SET tokens = g.tokens - g.n, refilled_at = clock_timestamp()
+FROM granted g
+WHERE b.id = 1
+RETURNING g.n AS granted, g.tokens - g.n AS level;
+
+-- name: return_upstream_budget
+-- Tokens taken but not spent go back (never above a full bucket).
+UPDATE upstream_budget SET tokens = least(:burst::float8, tokens + :tokens::int) WHERE id = 1;
+
+-- name: recent_phase_durations
+-- The newest samples of every (model, input class, phase): what the scheduler learns from.
+SELECT model, input_class, phase, array_agg(seconds) AS seconds
+FROM (SELECT model, input_class, phase, seconds,
+             row_number() OVER (PARTITION BY model, input_class, phase
+                                ORDER BY recorded_at DESC) AS n
+      FROM phase_durations) newest
+WHERE n <= :per_class
+GROUP BY model, input_class, phase;
+
+-- name: prune_phase_durations
+-- Keep the newest samples per class; older ones no longer describe upstream.
+DELETE FROM phase_durations p
+USING (SELECT ctid, row_number() OVER (PARTITION BY model, input_class, phase
+                                       ORDER BY recorded_at DESC) AS n
+       FROM phase_durations) ranked
+WHERE p.ctid = ranked.ctid AND ranked.n > :keep;
+
+-- name: insert_phase_durations
+-- Samples learned from tasks that just left a phase.
+INSERT INTO phase_durations (model, input_class, phase, seconds)
+SELECT s.model, s.input_class, s.phase, s.seconds
+FROM jsonb_to_recordset(:samples::jsonb) AS s(
+    model text, input_class text, phase text, seconds float8);
