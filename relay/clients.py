@@ -46,7 +46,15 @@ async def create_client(store: Store, name: str, *, admin: bool = False) -> tupl
     """Create a client; returns (api_key, signing_secret), the only time either is shown."""
     key = "rk_" + secrets.token_urlsafe(_KEY_BYTES)
     secret = new_signing_secret()
-    if await store.fetchrow("insert_client", name, hash_key(key), key[:7], secret, admin) is None:
+    row = await store.fetchrow(
+        "insert_client",
+        name=name,
+        key_hash=hash_key(key),
+        key_prefix=key[:7],
+        signing_secret=secret,
+        is_admin=admin,
+    )
+    if row is None:
         raise Conflict(f"a client named {name!r} already exists")
     return key, secret
 
@@ -58,12 +66,12 @@ async def list_clients(store: Store) -> list[dict[str, Any]]:
 
 async def revoke_client(store: Store, name: str) -> bool:
     """Revoke a client's key; False when no active client has that name."""
-    return await store.fetchrow("revoke_client", name) is not None
+    return await store.fetchrow("revoke_client", name=name) is not None
 
 
 async def authenticate(store: Store, key: str) -> Client | None:
     """The client owning an active key, or None."""
     if not key.startswith("rk_"):
         return None
-    row = await store.fetchrow("authenticate_client", hash_key(key))
+    row = await store.fetchrow("authenticate_client", key_hash=hash_key(key))
     return Client(row["id"], row["name"], row["is_admin"]) if row else None

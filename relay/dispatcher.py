@@ -276,12 +276,12 @@ class Dispatcher(Loop):
             return []
         rows = await self.store.fetch(
             "claim_due_deliveries",
-            self.owner,
-            room,
-            self.settings.dispatch_lease_s,
-            datetime.fromtimestamp(self.clock(), UTC),
-            self.settings.dispatch_per_target_concurrency,
-            {target: n for target, n in self._in_flight.items() if n},
+            owner=self.owner,
+            batch_size=room,
+            lease_s=self.settings.dispatch_lease_s,
+            now=datetime.fromtimestamp(self.clock(), UTC),
+            per_target_limit=self.settings.dispatch_per_target_concurrency,
+            in_flight={target: n for target, n in self._in_flight.items() if n},
         )
         for row in rows:
             self._in_flight[row["target"]] = self._in_flight.get(row["target"], 0) + 1
@@ -392,7 +392,7 @@ class Dispatcher(Loop):
 
     async def release(self) -> None:
         """Hand back every delivery still leased to this dispatcher, its attempt uncounted."""
-        await self.store.execute("release_delivery_leases", self.owner, None)
+        await self.store.execute("release_delivery_leases", owner=self.owner)
 
     async def _listen_for_outbox(self) -> None:
         backoff = LISTEN_RETRY_MIN_S
@@ -468,8 +468,8 @@ class Dispatcher(Loop):
         async with self.store.transaction() as db:
             recorded = await db.fetch(
                 "complete_deliveries",
-                self.owner,
-                [
+                owner=self.owner,
+                outcomes=[
                     {
                         "id": row["id"],
                         "attempt": row["attempt_count"],
@@ -488,7 +488,7 @@ class Dispatcher(Loop):
             disabled = []
             if gone:
                 disabled = await db.fetch(
-                    "disable_subscriptions", gone, "endpoint answered 410 Gone"
+                    "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
                 )
         recorded_ids = {r["delivery_id"] for r in recorded}
         for subscription in disabled:

@@ -15,7 +15,7 @@ from typing import Any
 
 from relay import metrics
 from relay.ids import new_id
-from relay.store import Db, as_json_param
+from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Db
 from relay.views import EVENT_TYPES, TERMINAL_STATUSES, task_json, webhook_body
 
 
@@ -90,8 +90,8 @@ async def record_task_outcomes(
         return []
     rows = await db.fetch(
         "apply_task_updates",
-        owner,
-        as_json_param(
+        owner=owner,
+        updates=[
             {
                 "id": o.task_id,
                 "status": o.status,
@@ -107,7 +107,7 @@ async def record_task_outcomes(
                 "poll_delay_s": o.poll_delay_s,
             }
             for o in outcomes
-        ),
+        ],
     )
     updated = {row["id"]: row for row in rows}
     history: list[dict[str, Any]] = []
@@ -132,7 +132,7 @@ async def record_task_outcomes(
             )
     if not history:
         return rows
-    inserted = {r["id"] for r in await db.fetch("insert_history", as_json_param(history))}
+    inserted = {r["id"] for r in await db.fetch("insert_history", entries=history)}
     now = datetime.now(UTC)
     outbox = []
     for item in history:
@@ -153,9 +153,9 @@ async def record_task_outcomes(
                 }
             )
     if outbox:
-        await db.execute("lock_event_feed")
-        await db.fetch("insert_webhook_events", as_json_param(outbox))
-        deliveries = await db.fetch("insert_deliveries", [e["id"] for e in outbox])
+        await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
+        await db.fetch("insert_webhook_events", events=outbox)
+        deliveries = await db.fetch("insert_deliveries", event_ids=[e["id"] for e in outbox])
         if deliveries:
-            await db.execute("notify_outbox")
+            await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
     return rows

@@ -176,7 +176,10 @@ class Poller(Loop):
     async def run_once(self) -> int:
         """Claim one batch of due tasks, poll them, write the outcomes in one transaction."""
         rows = await self.store.fetch(
-            "claim_due_polls", self.owner, self.batch_size, self.settings.poll_lease_s
+            "claim_due_polls",
+            owner=self.owner,
+            batch_size=self.batch_size,
+            lease_s=self.settings.poll_lease_s,
         )
         if not rows:
             return 0
@@ -184,7 +187,7 @@ class Poller(Loop):
             metrics.POLL_DUE_LAG.observe(max(row["due_lag_s"], 0.0))
         results = await asyncio.gather(*(self._poll(row) for row in rows))
         keys: dict[str, set[str]] = {row["id"]: set() for row in rows}
-        for record in await self.store.fetch("history_keys", list(keys)):
+        for record in await self.store.fetch("history_keys", task_ids=list(keys)):
             keys[record["task_id"]].add(record["dedupe_key"])
         outcomes = [
             self._next_poll(row, result, keys[row["id"]])
@@ -254,4 +257,4 @@ class Poller(Loop):
 
     async def release(self) -> None:
         """Hand back leased tasks so another replica polls them at once."""
-        await self.store.execute("release_task_leases", self.owner)
+        await self.store.execute("release_task_leases", owner=self.owner)

@@ -39,7 +39,10 @@ class Resubmitter(Loop):
         """Claim due submissions and send each upstream again (and sweep expired keys)."""
         await self._purge_idempotency_keys()
         rows = await self.store.fetch(
-            "claim_due_submissions", self.owner, RESUBMIT_BATCH, self.lease_s
+            "claim_due_submissions",
+            owner=self.owner,
+            batch_size=RESUBMIT_BATCH,
+            lease_s=self.lease_s,
         )
         if rows:
             await asyncio.gather(*(self._submit(row) for row in rows))
@@ -62,4 +65,4 @@ class Resubmitter(Loop):
 
     async def release(self) -> None:
         """Hand back claimed submissions."""
-        await self.store.execute("release_task_leases", self.owner)
+        await self.store.execute("release_task_leases", owner=self.owner)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,29 +27,79 @@ SQL_DIR = (
 )
 
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-# Any fixed number works; it only has to be the same in every relay process.
+# Advisory lock keys share one namespace per database, so they are chosen here, together.
+# Any fixed numbers work; each only has to be the same in every relay process.
 _MIGRATION_LOCK_KEY = 7146032001
+EVENT_FEED_LOCK_KEY = 7146032117
 OUTBOX_CHANNEL = "relay_outbox"
 
+# String literals, comments and quoted identifiers are copied untouched (a `:x` inside them is
+# text); `::` is the cast operator, never a parameter; `:name` is a parameter; a positional
+# `$n` is refused so one file never mixes the two styles.
+_SQL_TOKEN = re.compile(
+    r"'(?:[^']|'')*'"
+    r"|--[^\n]*"
+    r'|"(?:[^"]|"")*"'
+    r"|::"
+    r"|:([A-Za-z_]\w*)"
+    r"|\$\d+"
+)
 
-def load_queries(path: Path = SQL_DIR / "queries.sql") -> dict[str, str]:
-    """Parse `-- name: x` sections of a .sql file into {name: sql}."""
-    queries: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
+
+@dataclass(frozen=True)
+class Query:
+    """One named query: asyncpg-ready SQL (`$n`) and the parameter name behind each `$n`."""
+
+    name: str
+    sql: str
+    params: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> Query:
+        """Turn `:name` parameters into `$n`, numbered by first use; a repeated name keeps its n."""
+        params: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            param = match.group(1)
+            if param is None:
+                if match.group(0).startswith("$"):
+                    raise ValueError(f"query {name!r}: use :named parameters, not {match.group(0)}")
+                return match.group(0)
+            if param not in params:
+                params.append(param)
+            return f"${params.index(param) + 1}"
+
+        return cls(name, _SQL_TOKEN.sub(number, text), tuple(params))
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for `sql`; TypeError names a missing or unknown parameter."""
+        unknown = sorted(values.keys() - set(self.params))
+        if unknown:
+            raise TypeError(f"query {self.name!r} got unknown parameter(s): {', '.join(unknown)}")
+        missing = [param for param in self.params if param not in values]
+        if missing:
+            raise TypeError(f"query {self.name!r} is missing parameter(s): {', '.join(missing)}")
+        return [values[param] for param in self.params]
+
+
+def load_queries(path: Path = SQL_DIR / "queries.sql") -> dict[str, Query]:
+    """Parse the `-- name: x` sections of a .sql file into {name: Query}, once."""
+    sections: dict[str, list[str]] = {}
+    lines: list[str] | None = None
     for line in path.read_text().splitlines():
         if line.startswith("-- name:"):
-            if name:
-                queries[name] = "\n".join(lines).strip()
-            name, lines = line.removeprefix("-- name:").strip(), []
-        elif name is not None:
+            name = line.removeprefix("-- name:").strip()
+            if name in sections:
+                raise ValueError(f"{path.name}: query {name!r} is defined twice")
+            lines = sections[name] = []
+        elif lines is not None:
             lines.append(line)
-    if name:
-        queries[name] = "\n".join(lines).strip()
-    return queries
+    return {name: Query.parse(name, "\n".join(body).strip()) for name, body in sections.items()}
 
 
-Q = load_queries()
+QUERIES = load_queries()
+# Kept apart from the numbered migrations: `migrations()` only picks up NNNN_name.sql.
+MIGRATION_QUERIES = load_queries(SQL_DIR / "migrations.sql")
 
 
 @dataclass(frozen=True)
@@ -83,30 +133,25 @@ async def migrate(dsn: str, *, target: int | None = None) -> list[int]:
     the others wait for the lock, then find nothing left to do.
     """
     conn = await asyncpg.connect(dsn)
+    db = Db(conn, MIGRATION_QUERIES)
     applied: list[int] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        await db.execute("lock_migrations", lock_key=_MIGRATION_LOCK_KEY)
         try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            await db.execute("create_schema_migrations")
+            done = {r["version"] for r in await db.fetch("applied_migrations")}
             for migration in migrations():
                 if migration.version in done or (target is not None and migration.version > target):
                     continue
                 async with conn.transaction():
                     await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        migration.version,
-                        migration.name,
+                    await db.execute(
+                        "record_migration", version=migration.version, name=migration.name
                     )
                 applied.append(migration.version)
                 log.info("migration_applied", version=migration.version, name=migration.name)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+            await db.execute("unlock_migrations", lock_key=_MIGRATION_LOCK_KEY)
     finally:
         await conn.close()
     return applied
@@ -129,32 +174,42 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def as_json_param(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """A batch of rows as one jsonb parameter (consumed by jsonb_to_recordset)."""
-    return list(rows)
-
-
 class Db:
-    """Named queries over a pool or one connection (inside a transaction)."""
+    """Named queries over a pool or one connection (inside a transaction).
 
-    def __init__(self, executor: asyncpg.Pool | asyncpg.Connection) -> None:
+    Parameters are keyword arguments named as in the .sql file; a missing or unknown one is a
+    TypeError. The query name is positional-only, so a query may have a parameter `name`.
+    """
+
+    def __init__(
+        self, executor: asyncpg.Pool | asyncpg.Connection, queries: Mapping[str, Query] = QUERIES
+    ) -> None:
         self._x = executor
+        self._queries = queries
 
-    async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+    def _bind(self, name: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        query = self._queries[name]
+        return query.sql, query.args(params)
+
+    async def fetch(self, name: str, /, **params: Any) -> list[asyncpg.Record]:
         """All rows of a named query."""
-        return await self._x.fetch(Q[name], *args)
+        sql, args = self._bind(name, params)
+        return await self._x.fetch(sql, *args)
 
-    async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
+    async def fetchrow(self, name: str, /, **params: Any) -> asyncpg.Record | None:
         """The first row of a named query, or None."""
-        return await self._x.fetchrow(Q[name], *args)
+        sql, args = self._bind(name, params)
+        return await self._x.fetchrow(sql, *args)
 
-    async def fetchval(self, name: str, *args: Any) -> Any:
+    async def fetchval(self, name: str, /, **params: Any) -> Any:
         """The first value of a named query."""
-        return await self._x.fetchval(Q[name], *args)
+        sql, args = self._bind(name, params)
+        return await self._x.fetchval(sql, *args)
 
-    async def execute(self, name: str, *args: Any) -> str:
+    async def execute(self, name: str, /, **params: Any) -> str:
         """Run a named query; returns the command status (e.g. `UPDATE 3`)."""
-        return await self._x.execute(Q[name], *args)
+        sql, args = self._bind(name, params)
+        return await self._x.execute(sql, *args)
 
 
 class Store(Db):

@@ -124,18 +124,22 @@ class TaskService:
             async with self.store.transaction() as db:
                 row = await db.fetchrow(
                     "insert_task",
-                    task_id,
-                    client.id,
-                    task.model,
-                    task.input,
-                    task.metadata,
-                    task.webhook_url,
-                    task.webhook_events,
-                    self.submit_lease_s,
+                    id=task_id,
+                    client_id=client.id,
+                    model=task.model,
+                    input=task.input,
+                    metadata=task.metadata,
+                    webhook_url=task.webhook_url,
+                    webhook_events=task.webhook_events,
+                    submit_lease_s=self.submit_lease_s,
                 )
                 if idempotency_key is not None:
                     claimed = await db.fetchrow(
-                        "insert_idempotency_key", client.id, idempotency_key, request_hash, task_id
+                        "insert_idempotency_key",
+                        client_id=client.id,
+                        key=idempotency_key,
+                        request_hash=request_hash,
+                        task_id=task_id,
                     )
                     if claimed is None:
                         raise _IdempotentReplay
@@ -151,7 +155,7 @@ class TaskService:
         return await self.submit_upstream(row, owner=None) or dict(row), True
 
     async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:
-        existing = await self.store.fetchrow("get_idempotency_key", client.id, key)
+        existing = await self.store.fetchrow("get_idempotency_key", client_id=client.id, key=key)
         if existing is None:  # purged between our insert and this read: vanishingly rare
             raise Conflict("idempotency key is being reused; retry", "idempotency-conflict")
         if existing["request_hash"] != request_hash:
@@ -159,7 +163,7 @@ class TaskService:
                 "this Idempotency-Key was already used with a different request body",
                 "idempotency-conflict",
             )
-        row = await self.store.fetchrow("get_task", existing["task_id"], client.id)
+        row = await self.store.fetchrow("get_task", id=existing["task_id"], scope=client.id)
         assert row is not None
         return dict(row)
 
@@ -225,14 +229,16 @@ class TaskService:
         self, row: Mapping[str, Any], owner: str | None, attempts: int, retry_after: float | None
     ) -> dict[str, Any] | None:
         delay = resubmit_delay(attempts, retry_after)
-        found = await self.store.fetchrow("schedule_resubmit", row["id"], owner, delay)
+        found = await self.store.fetchrow(
+            "schedule_resubmit", id=row["id"], owner=owner, delay_s=delay
+        )
         if found is None:  # taken over meanwhile: answer with the task as it stands
-            found = await self.store.fetchrow("get_task", row["id"], None)
+            found = await self.store.fetchrow("get_task", id=row["id"], scope=None)
         return dict(found) if found else None
 
     async def get(self, client: Client, task_id: str) -> dict[str, Any]:
         """One task the client may see, or NotFound."""
-        row = await self.store.fetchrow("get_task", task_id, client.scope)
+        row = await self.store.fetchrow("get_task", id=task_id, scope=client.scope)
         if row is None:
             raise NotFound("task")
         return dict(row)
@@ -249,7 +255,13 @@ class TaskService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of tasks, newest first, and the cursor of the next page (or None)."""
         rows = await self.store.fetch(
-            "list_tasks", client.scope, status, model, created_after, cursor, limit + 1
+            "list_tasks",
+            scope=client.scope,
+            status=status,
+            model=model,
+            created_after=created_after,
+            cursor=cursor,
+            limit=limit + 1,
         )
         page = [dict(r) for r in rows[:limit]]
         return page, (page[-1]["id"] if len(rows) > limit else None)
@@ -257,7 +269,7 @@ class TaskService:
     async def history(self, client: Client, task_id: str) -> list[dict[str, Any]]:
         """The task's audit history, oldest first."""
         await self.get(client, task_id)
-        return [dict(r) for r in await self.store.fetch("task_history", task_id)]
+        return [dict(r) for r in await self.store.fetch("task_history", task_id=task_id)]
 
     async def cancel(self, client: Client, task_id: str) -> dict[str, Any]:
         """Ask upstream to cancel; the resulting status arrives through polling."""
@@ -273,7 +285,7 @@ class TaskService:
             await self.upstream.cancel(row["upstream_task_id"])
         except UpstreamRejected as exc:
             if exc.status == 409:
-                await self.store.execute("poll_soon", task_id)
+                await self.store.execute("poll_soon", id=task_id)
                 raise Conflict(
                     "upstream reports the task already finished", "task-terminal"
                 ) from None
@@ -290,7 +302,7 @@ class TaskService:
                 "Upstream unavailable",
                 problem("upstream-unavailable"),
             ) from None
-        await self.store.execute("poll_soon", task_id)
+        await self.store.execute("poll_soon", id=task_id)
         log.info("cancel_requested", task_id=task_id)
         return row
 

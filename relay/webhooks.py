@@ -21,7 +21,7 @@ from relay.config import Settings
 from relay.dispatcher import literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
 from relay.ids import new_id
-from relay.store import Store
+from relay.store import OUTBOX_CHANNEL, Store
 from relay.views import iso
 
 log = structlog.get_logger(__name__)
@@ -87,13 +87,13 @@ class WebhookService:
         secret = new_signing_secret()
         row = await self.store.fetchrow(
             "insert_subscription",
-            new_id("sub"),
-            client.id,
-            new.url,
-            new.events,
-            new.models,
-            new.description,
-            secret,
+            id=new_id("sub"),
+            client_id=client.id,
+            url=new.url,
+            events=new.events,
+            models=new.models,
+            description=new.description,
+            secret=secret,
         )
         assert row is not None
         log.info("subscription_created", subscription_id=row["id"])
@@ -103,13 +103,15 @@ class WebhookService:
         self, client: Client, *, cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of subscriptions, newest first, and the next cursor (or None)."""
-        rows = await self.store.fetch("list_subscriptions", client.scope, cursor, limit + 1)
+        rows = await self.store.fetch(
+            "list_subscriptions", scope=client.scope, cursor=cursor, limit=limit + 1
+        )
         page = [dict(r) for r in rows[:limit]]
         return page, (page[-1]["id"] if len(rows) > limit else None)
 
     async def get_subscription(self, client: Client, subscription_id: str) -> dict[str, Any]:
         """One subscription the client may see, or NotFound."""
-        row = await self.store.fetchrow("get_subscription", subscription_id, client.scope)
+        row = await self.store.fetchrow("get_subscription", id=subscription_id, scope=client.scope)
         if row is None:
             raise NotFound("subscription")
         return dict(row)
@@ -128,30 +130,33 @@ class WebhookService:
         async with self.store.transaction() as db:
             row = await db.fetchrow(
                 "update_subscription",
-                subscription_id,
-                client.scope,
-                changes.get("url"),
-                changes.get("events"),
-                changes.get("models"),
-                changes.get("description"),
-                changes.get("enabled"),
-                given["events"],
-                given["models"],
-                given["description"],
+                id=subscription_id,
+                scope=client.scope,
+                url=changes.get("url"),
+                events=changes.get("events"),
+                models=changes.get("models"),
+                description=changes.get("description"),
+                enabled=changes.get("enabled"),
+                events_given=given["events"],
+                models_given=given["models"],
+                description_given=given["description"],
             )
             if row is None:
                 raise NotFound("subscription")
             if changes.get("enabled"):
-                await db.execute("notify_outbox")
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
         log.info("subscription_updated", subscription_id=subscription_id, fields=sorted(changes))
         return dict(row)
 
     async def delete_subscription(self, client: Client, subscription_id: str) -> None:
         """Delete a subscription; deliveries still waiting for it are marked dead."""
         async with self.store.transaction() as db:
-            if await db.fetchrow("delete_subscription", subscription_id, client.scope) is None:
+            if (
+                await db.fetchrow("delete_subscription", id=subscription_id, scope=client.scope)
+                is None
+            ):
                 raise NotFound("subscription")
-            await db.execute("abandon_subscription_deliveries", subscription_id)
+            await db.execute("abandon_subscription_deliveries", subscription_id=subscription_id)
         log.info("subscription_deleted", subscription_id=subscription_id)
 
     async def rotate_secret(
@@ -163,7 +168,11 @@ class WebhookService:
             seconds=self.settings.secret_rotation_overlap_s
         )
         row = await self.store.fetchrow(
-            "rotate_subscription_secret", subscription_id, client.scope, secret, old_valid_until
+            "rotate_subscription_secret",
+            id=subscription_id,
+            scope=client.scope,
+            secret=secret,
+            previous_secret_until=old_valid_until,
         )
         if row is None:
             raise NotFound("subscription")
@@ -184,28 +193,34 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of deliveries, newest first, and the next cursor (or None)."""
         rows = await self.store.fetch(
-            "list_deliveries", client.scope, status, subscription_id, task_id, cursor, limit + 1
+            "list_deliveries",
+            scope=client.scope,
+            status=status,
+            subscription_id=subscription_id,
+            task_id=task_id,
+            cursor=cursor,
+            limit=limit + 1,
         )
         page = [dict(r) for r in rows[:limit]]
         return page, (page[-1]["id"] if len(rows) > limit else None)
 
     async def get_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
         """One delivery with its attempts, or NotFound."""
-        row = await self.store.fetchrow("get_delivery", delivery_id, client.scope)
+        row = await self.store.fetchrow("get_delivery", id=delivery_id, scope=client.scope)
         if row is None:
             raise NotFound("delivery")
         return (await self._with_attempts([row]))[0]
 
     async def task_deliveries(self, client: Client, task_id: str) -> list[dict[str, Any]]:
         """Every delivery of a task the client may see, in event order, with attempts."""
-        if await self.store.fetchrow("get_task", task_id, client.scope) is None:
+        if await self.store.fetchrow("get_task", id=task_id, scope=client.scope) is None:
             raise NotFound("task")
-        rows = await self.store.fetch("task_deliveries", task_id, client.scope)
+        rows = await self.store.fetch("task_deliveries", task_id=task_id, scope=client.scope)
         return await self._with_attempts(rows)
 
     async def _with_attempts(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         attempts: dict[str, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
-        for a in await self.store.fetch("delivery_attempts", list(attempts)):
+        for a in await self.store.fetch("delivery_attempts", delivery_ids=list(attempts)):
             attempts[a["delivery_id"]].append(
                 {
                     "attempt": a["attempt"],
@@ -224,7 +239,7 @@ class WebhookService:
         409 when it is pending or already succeeded, in flight, or its subscription was
         deleted or is disabled (re-enable it first).
         """
-        row = await self.store.fetchrow("get_delivery", delivery_id, client.scope)
+        row = await self.store.fetchrow("get_delivery", id=delivery_id, scope=client.scope)
         if row is None:
             raise NotFound("delivery")
         if row["subscription_id"] is not None and not row["subscription_active"]:
@@ -235,9 +250,9 @@ class WebhookService:
                 "subscription-disabled",
             )
         async with self.store.transaction() as db:
-            retried = await db.fetchrow("retry_delivery", delivery_id, client.scope)
+            retried = await db.fetchrow("retry_delivery", id=delivery_id, scope=client.scope)
             if retried is not None:
-                await db.execute("notify_outbox")
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
         if retried is None:
             raise Conflict(
                 f"only a failed or dead delivery not being attempted right now can be retried "
@@ -259,7 +274,11 @@ class WebhookService:
         """
         position = await self._feed_position(client, after)
         rows = await self.store.fetch(
-            "list_webhook_events", client.scope, position, types, limit + 1
+            "list_webhook_events",
+            scope=client.scope,
+            after_seq=position,
+            types=types,
+            limit=limit + 1,
         )
         page = rows[:limit]
         next_cursor = encode_feed_cursor(page[-1]["seq"]) if len(rows) > limit else None
@@ -269,7 +288,7 @@ class WebhookService:
         if not after:
             return 0
         if after.startswith("evt_"):
-            seq = await self.store.fetchval("webhook_event_seq", after, client.scope)
+            seq = await self.store.fetchval("webhook_event_seq", id=after, scope=client.scope)
             if seq is None:
                 raise InvalidRequest(
                     "unknown event id", [FieldError("/query/after", "no such event")]

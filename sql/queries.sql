@@ -1,9 +1,10 @@
 -- Named queries, loaded once by relay.store. Each section: `-- name: x`, then a one-line why.
+-- Parameters are named (`:owner`); relay.store turns them into `$n` when it loads this file.
 
 -- name: insert_client
 -- Register a client (nothing when the name is taken); the key is stored only as its sha256.
 INSERT INTO clients (name, key_hash, key_prefix, signing_secret, is_admin)
-VALUES ($1, $2, $3, $4, $5)
+VALUES (:name, :key_hash, :key_prefix, :signing_secret, :is_admin)
 ON CONFLICT (name) DO NOTHING
 RETURNING id, name, is_admin, created_at;
 
@@ -13,44 +14,45 @@ SELECT id, name, key_prefix, is_admin, created_at, revoked_at FROM clients ORDER
 
 -- name: revoke_client
 -- Revocation is immediate: authentication reads this row on every request.
-UPDATE clients SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING id;
+UPDATE clients SET revoked_at = now() WHERE name = :name AND revoked_at IS NULL RETURNING id;
 
 -- name: authenticate_client
 -- The client behind a key hash, unless revoked.
-SELECT id, name, is_admin FROM clients WHERE key_hash = $1 AND revoked_at IS NULL;
+SELECT id, name, is_admin FROM clients WHERE key_hash = :key_hash AND revoked_at IS NULL;
 
 -- name: insert_task
--- A new task, durable before anything is sent upstream; $8 is the submit lease in seconds.
+-- A new task, durable before anything is sent upstream; the submit lease lasts :submit_lease_s.
 INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
                    submit_attempts, next_submit_at)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, 1, now() + make_interval(secs => $8))
+VALUES (:id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
+        1, now() + make_interval(secs => :submit_lease_s))
 RETURNING *;
 
 -- name: insert_idempotency_key
 -- Claim an idempotency key; a concurrent twin waits on the unique index, then gets nothing.
 INSERT INTO idempotency_keys (client_id, key, request_hash, task_id)
-VALUES ($1, $2, $3, $4)
+VALUES (:client_id, :key, :request_hash, :task_id)
 ON CONFLICT (client_id, key) DO NOTHING
 RETURNING task_id;
 
 -- name: get_idempotency_key
 -- What an idempotency key was first used for.
-SELECT request_hash, task_id FROM idempotency_keys WHERE client_id = $1 AND key = $2;
+SELECT request_hash, task_id FROM idempotency_keys WHERE client_id = :client_id AND key = :key;
 
 -- name: get_task
--- One task, visible to its client ($2) or to an admin ($2 NULL).
-SELECT * FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2);
+-- One task, visible to its client (:scope) or to an admin (:scope NULL).
+SELECT * FROM tasks WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_tasks
 -- Newest first by time-ordered id; the cursor is the last id seen.
 SELECT * FROM tasks
-WHERE ($1::bigint IS NULL OR client_id = $1)
-  AND ($2::text IS NULL OR status = $2)
-  AND ($3::text IS NULL OR model = $3)
-  AND ($4::timestamptz IS NULL OR created_at > $4)
-  AND ($5::text IS NULL OR id < $5)
+WHERE (:scope::bigint IS NULL OR client_id = :scope)
+  AND (:status::text IS NULL OR status = :status)
+  AND (:model::text IS NULL OR model = :model)
+  AND (:created_after::timestamptz IS NULL OR created_at > :created_after)
+  AND (:cursor::text IS NULL OR id < :cursor)
 ORDER BY id DESC
-LIMIT $6;
+LIMIT :limit;
 
 -- name: claim_due_submissions
 -- Tasks upstream has not accepted yet whose retry time has come; the lease is next_submit_at.
@@ -58,22 +60,22 @@ WITH due AS (
     SELECT id FROM tasks
     WHERE status = 'queued' AND upstream_task_id IS NULL AND next_submit_at <= now()
     ORDER BY next_submit_at
-    LIMIT $2
+    LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks t
-SET lease_owner = $1,
-    next_submit_at = now() + make_interval(secs => $3),
+SET lease_owner = :owner,
+    next_submit_at = now() + make_interval(secs => :lease_s),
     submit_attempts = t.submit_attempts + 1
 FROM due
 WHERE t.id = due.id
 RETURNING t.*;
 
 -- name: schedule_resubmit
--- Upstream could not take the task now: try again after $3 seconds.
+-- Upstream could not take the task now: try again after :delay_s seconds.
 UPDATE tasks
-SET next_submit_at = now() + make_interval(secs => $3), lease_owner = NULL
-WHERE id = $1 AND lease_owner IS NOT DISTINCT FROM $2 AND upstream_task_id IS NULL
+SET next_submit_at = now() + make_interval(secs => :delay_s), lease_owner = NULL
+WHERE id = :id AND lease_owner IS NOT DISTINCT FROM :owner AND upstream_task_id IS NULL
   AND status = 'queued'
 RETURNING *;
 
@@ -84,21 +86,21 @@ WITH due AS (
     WHERE status IN ('queued', 'processing') AND upstream_task_id IS NOT NULL
       AND next_poll_at <= now()
     ORDER BY next_poll_at
-    LIMIT $2
+    LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks t
-SET lease_owner = $1, next_poll_at = now() + make_interval(secs => $3)
+SET lease_owner = :owner, next_poll_at = now() + make_interval(secs => :lease_s)
 FROM due
 WHERE t.id = due.id
 RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s;
 
 -- name: history_keys
 -- What is already recorded for these tasks, to diff upstream's events against.
-SELECT task_id, dedupe_key FROM task_events WHERE task_id = ANY($1::text[]);
+SELECT task_id, dedupe_key FROM task_events WHERE task_id = ANY(:task_ids::text[]);
 
 -- name: apply_task_updates
--- Write a batch of task outcomes; only rows whose lease is still ours ($1) change.
+-- Write a batch of task outcomes; only rows whose lease is still ours (:owner) change.
 UPDATE tasks t
 SET status = u.status,
     upstream_task_id = coalesce(u.upstream_task_id, t.upstream_task_id),
@@ -115,11 +117,11 @@ SET status = u.status,
     next_poll_at = CASE WHEN u.poll_delay_s IS NULL THEN NULL
                         ELSE now() + make_interval(secs => u.poll_delay_s) END,
     lease_owner = NULL
-FROM jsonb_to_recordset($2::jsonb) AS u(
+FROM jsonb_to_recordset(:updates::jsonb) AS u(
     id text, status text, upstream_task_id text, upstream_request_id text,
     cost_estimate float8, cost_actual float8, output jsonb, error jsonb, changed bool,
     new_events int, poll_interval_s float8, poll_delay_s float8)
-WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM $1
+WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 
 -- name: insert_history
@@ -128,7 +130,7 @@ INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
                          upstream_event, dedupe_key)
 SELECT e.id, e.task_id, e.seq, e.type, e.from_status, e.to_status, e.source,
        e.upstream_event, e.dedupe_key
-FROM jsonb_to_recordset($1::jsonb) AS e(
+FROM jsonb_to_recordset(:entries::jsonb) AS e(
     id text, task_id text, seq int, type text, from_status text, to_status text,
     source text, upstream_event jsonb, dedupe_key text)
 ORDER BY e.task_id, e.seq
@@ -137,13 +139,13 @@ RETURNING id;
 
 -- name: lock_event_feed
 -- Held to commit: webhook_events.seq is handed out in commit order, so the feed never skips.
-SELECT pg_advisory_xact_lock(7146032117);
+SELECT pg_advisory_xact_lock(:lock_key);
 
 -- name: insert_webhook_events
 -- The outbox: one event per status change, its payload the exact webhook body.
 INSERT INTO webhook_events (id, task_id, client_id, type, payload)
 SELECT e.id, e.task_id, e.client_id, e.type, e.payload
-FROM jsonb_to_recordset($1::jsonb) AS e(
+FROM jsonb_to_recordset(:events::jsonb) AS e(
     id text, task_id text, client_id bigint, type text, payload jsonb, ord int)
 ORDER BY e.ord
 RETURNING id;
@@ -154,7 +156,7 @@ WITH ev AS (
     SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
            t.webhook_events
     FROM webhook_events w JOIN tasks t ON t.id = w.task_id
-    WHERE w.id = ANY($1::text[])
+    WHERE w.id = ANY(:event_ids::text[])
 ), targets AS (
     SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
            'sub:' || s.id AS target
@@ -180,7 +182,7 @@ RETURNING id;
 
 -- name: notify_outbox
 -- Wake the dispatchers; delivered when the transaction commits.
-SELECT pg_notify('relay_outbox', '');
+SELECT pg_notify(:channel, '');
 
 -- name: release_task_leases
 -- Shutdown: hand our tasks back at once instead of after the lease expires.
@@ -188,84 +190,86 @@ UPDATE tasks
 SET lease_owner = NULL,
     next_poll_at = CASE WHEN upstream_task_id IS NOT NULL THEN now() ELSE next_poll_at END,
     next_submit_at = CASE WHEN upstream_task_id IS NULL THEN now() ELSE next_submit_at END
-WHERE lease_owner = $1 AND status IN ('queued', 'processing');
+WHERE lease_owner = :owner AND status IN ('queued', 'processing');
 
 -- name: poll_soon
 -- After a cancel request: poll the task at once (unless a poller holds it right now).
 UPDATE tasks SET next_poll_at = now()
-WHERE id = $1 AND lease_owner IS NULL AND status IN ('queued', 'processing')
+WHERE id = :id AND lease_owner IS NULL AND status IN ('queued', 'processing')
   AND upstream_task_id IS NOT NULL;
 
 -- name: task_history
 -- A task's audit history, oldest first.
-SELECT * FROM task_events WHERE task_id = $1 ORDER BY seq;
+SELECT * FROM task_events WHERE task_id = :task_id ORDER BY seq;
 
 -- name: insert_subscription
 -- A standing subscriber; NULL events/models mean "all".
 INSERT INTO subscriptions (id, client_id, url, events, models, description, secret)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+VALUES (:id, :client_id, :url, :events, :models, :description, :secret)
 RETURNING *;
 
 -- name: list_subscriptions
 -- A client's subscriptions (all for an admin), newest first.
 SELECT * FROM subscriptions
-WHERE deleted_at IS NULL AND ($1::bigint IS NULL OR client_id = $1)
-  AND ($2::text IS NULL OR id < $2)
+WHERE deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
+  AND (:cursor::text IS NULL OR id < :cursor)
 ORDER BY id DESC
-LIMIT $3;
+LIMIT :limit;
 
 -- name: get_subscription
 -- One subscription, visible to its client or an admin.
 SELECT * FROM subscriptions
-WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2);
+WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: update_subscription
--- PATCH: NULL keeps the current value; $8/$9/$10 say events/models/description were given.
+-- PATCH: NULL keeps the current value; :events_given etc. say a nullable field was given.
 UPDATE subscriptions
-SET url = coalesce($3, url),
-    events = CASE WHEN $8 THEN $4 ELSE events END,
-    models = CASE WHEN $9 THEN $5 ELSE models END,
-    description = CASE WHEN $10 THEN $6 ELSE description END,
-    enabled = coalesce($7, enabled),
-    disabled_reason = CASE WHEN coalesce($7, enabled) THEN NULL ELSE disabled_reason END,
+SET url = coalesce(:url, url),
+    events = CASE WHEN :events_given THEN :events ELSE events END,
+    models = CASE WHEN :models_given THEN :models ELSE models END,
+    description = CASE WHEN :description_given THEN :description ELSE description END,
+    enabled = coalesce(:enabled, enabled),
+    disabled_reason = CASE WHEN coalesce(:enabled, enabled) THEN NULL ELSE disabled_reason END,
     updated_at = now()
-WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
 RETURNING *;
 
 -- name: delete_subscription
 -- Soft delete: past deliveries keep their subscription.
 UPDATE subscriptions SET deleted_at = now(), enabled = false, updated_at = now()
-WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
 RETURNING id;
 
 -- name: abandon_subscription_deliveries
 -- Deliveries still waiting for a deleted subscription will never be sent: mark them dead.
 UPDATE deliveries SET status = 'dead', last_error = 'subscription deleted', updated_at = now()
-WHERE subscription_id = $1 AND status IN ('pending', 'failed') AND lease_owner IS NULL;
+WHERE subscription_id = :subscription_id AND status IN ('pending', 'failed')
+  AND lease_owner IS NULL;
 
 -- name: rotate_subscription_secret
--- New secret; the old one stays valid (and signs too) until $4.
+-- New secret; the old one stays valid (and signs too) until :previous_secret_until.
 UPDATE subscriptions
-SET previous_secret = secret, previous_secret_until = $4, secret = $3, updated_at = now()
-WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR client_id = $2)
+SET previous_secret = secret, previous_secret_until = :previous_secret_until, secret = :secret,
+    updated_at = now()
+WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
 RETURNING *;
 
 -- name: disable_subscriptions
 -- The receiver answered 410 Gone: stop sending until re-enabled (PATCH enabled=true).
-UPDATE subscriptions SET enabled = false, disabled_reason = $2, updated_at = now()
-WHERE id = ANY($1::text[]) AND enabled AND deleted_at IS NULL
+UPDATE subscriptions SET enabled = false, disabled_reason = :reason, updated_at = now()
+WHERE id = ANY(:ids::text[]) AND enabled AND deleted_at IS NULL
 RETURNING id;
 
 -- name: claim_due_deliveries
 -- Lease due deliveries whose earlier siblings (same task and target) are finished.
--- $1 owner, $2 batch size, $3 lease seconds, $4 "now" for the secret-rotation window,
--- $5 per-target cap, $6 {target: deliveries this dispatcher already has in flight}.
+-- :now is "now" for the secret-rotation window, :per_target_limit the per-target cap,
+-- :in_flight {target: deliveries this dispatcher already has in flight}.
 -- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
 WITH ready AS (
     SELECT d.id, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
     WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
-      AND coalesce(($6::jsonb ->> d.target)::int, 0) < $5
+      AND coalesce((:in_flight::jsonb ->> d.target)::int, 0) < :per_target_limit
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.task_id = d.task_id AND e.target = d.target AND e.event_seq < d.event_seq
@@ -274,20 +278,20 @@ WITH ready AS (
           SELECT 1 FROM subscriptions s
           WHERE s.id = d.subscription_id AND s.enabled AND s.deleted_at IS NULL))
     ORDER BY d.next_attempt_at
-    LIMIT $2
+    LIMIT :batch_size
     FOR UPDATE OF d SKIP LOCKED
 ), due AS (
     SELECT id, event_id, subscription_id, due_at
     FROM (SELECT id, event_id, subscription_id, next_attempt_at AS due_at,
-                 coalesce(($6::jsonb ->> target)::int, 0)
+                 coalesce((:in_flight::jsonb ->> target)::int, 0)
                      + row_number() OVER (PARTITION BY target ORDER BY next_attempt_at)
                      AS in_flight
           FROM ready) ranked
-    WHERE in_flight <= $5
+    WHERE in_flight <= :per_target_limit
 )
 UPDATE deliveries d
-SET lease_owner = $1,
-    next_attempt_at = now() + make_interval(secs => $3),
+SET lease_owner = :owner,
+    next_attempt_at = now() + make_interval(secs => :lease_s),
     attempt_count = d.attempt_count + 1,
     url = coalesce(s.url, d.url),
     updated_at = now()
@@ -300,13 +304,13 @@ RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count,
           w.payload::text AS body, w.created_at AS event_created_at,
           extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
           coalesce(s.secret, c.signing_secret) AS secret,
-          CASE WHEN s.previous_secret_until > $4 THEN s.previous_secret END
+          CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
               AS previous_secret;
 
 -- name: complete_deliveries
 -- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.
 WITH r AS (
-    SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(
+    SELECT * FROM jsonb_to_recordset(:outcomes::jsonb) AS r(
         id text, attempt int, status text, status_code int, response_excerpt text,
         error text, latency_ms float8, started_at timestamptz, retry_delay_s float8,
         retry_index int)
@@ -322,7 +326,7 @@ WITH r AS (
         lease_owner = NULL,
         updated_at = now()
     FROM r
-    WHERE d.id = r.id AND d.lease_owner = $1
+    WHERE d.id = r.id AND d.lease_owner = :owner
     RETURNING d.id
 )
 INSERT INTO delivery_attempts (delivery_id, attempt, status_code, response_excerpt, error,
@@ -336,14 +340,13 @@ RETURNING delivery_id;
 UPDATE deliveries
 SET lease_owner = NULL, next_attempt_at = now(), attempt_count = attempt_count - 1,
     updated_at = now()
-WHERE lease_owner = $1 AND status IN ('pending', 'failed')
-  AND ($2::text[] IS NULL OR id = ANY($2::text[]));
+WHERE lease_owner = :owner AND status IN ('pending', 'failed');
 
 -- name: retry_delivery
 -- Manual retry of a failed or dead delivery not in flight: due now, same event (same webhook-id).
 UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
-WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2) AND status IN ('failed', 'dead')
-  AND lease_owner IS NULL
+WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope)
+  AND status IN ('failed', 'dead') AND lease_owner IS NULL
 RETURNING id;
 
 -- name: get_delivery
@@ -354,43 +357,43 @@ SELECT d.*, w.type AS event_type,
 FROM deliveries d
 JOIN webhook_events w ON w.id = d.event_id
 LEFT JOIN subscriptions s ON s.id = d.subscription_id
-WHERE d.id = $1 AND ($2::bigint IS NULL OR d.client_id = $2);
+WHERE d.id = :id AND (:scope::bigint IS NULL OR d.client_id = :scope);
 
 -- name: list_deliveries
 -- Deliveries newest first, filtered; cursor is the last id seen.
 SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
-WHERE ($1::bigint IS NULL OR d.client_id = $1)
-  AND ($2::text IS NULL OR d.status = $2)
-  AND ($3::text IS NULL OR d.subscription_id = $3)
-  AND ($4::text IS NULL OR d.task_id = $4)
-  AND ($5::text IS NULL OR d.id < $5)
+WHERE (:scope::bigint IS NULL OR d.client_id = :scope)
+  AND (:status::text IS NULL OR d.status = :status)
+  AND (:subscription_id::text IS NULL OR d.subscription_id = :subscription_id)
+  AND (:task_id::text IS NULL OR d.task_id = :task_id)
+  AND (:cursor::text IS NULL OR d.id < :cursor)
 ORDER BY d.id DESC
-LIMIT $6;
+LIMIT :limit;
 
 -- name: task_deliveries
 -- Every delivery of one task the caller may see, in event order.
 SELECT d.*, w.type AS event_type FROM deliveries d JOIN webhook_events w ON w.id = d.event_id
-WHERE d.task_id = $1 AND ($2::bigint IS NULL OR d.client_id = $2)
+WHERE d.task_id = :task_id AND (:scope::bigint IS NULL OR d.client_id = :scope)
 ORDER BY d.event_seq, d.id;
 
 -- name: delivery_attempts
 -- The attempts of some deliveries, oldest first (append-only history).
 SELECT delivery_id, attempt, status_code, response_excerpt, error, latency_ms, started_at
 FROM delivery_attempts
-WHERE delivery_id = ANY($1::text[])
+WHERE delivery_id = ANY(:delivery_ids::text[])
 ORDER BY delivery_id, attempt;
 
 -- name: webhook_event_seq
 -- Resolve an `after=evt_...` cursor to its feed position.
-SELECT seq FROM webhook_events WHERE id = $1 AND ($2::bigint IS NULL OR client_id = $2);
+SELECT seq FROM webhook_events WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_webhook_events
 -- The event feed, oldest first, after a position.
 SELECT seq, payload FROM webhook_events
-WHERE ($1::bigint IS NULL OR client_id = $1) AND seq > $2
-  AND ($3::text[] IS NULL OR type = ANY ($3::text[]))
+WHERE (:scope::bigint IS NULL OR client_id = :scope) AND seq > :after_seq
+  AND (:types::text[] IS NULL OR type = ANY (:types::text[]))
 ORDER BY seq
-LIMIT $4;
+LIMIT :limit;
 
 -- name: schema_version
 -- Latest applied migration, for readiness.

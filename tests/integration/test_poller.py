@@ -39,7 +39,7 @@ async def poll_until_status(
 
     async def reached() -> dict[str, Any] | None:
         await poller.run_once()
-        row = await store.fetchrow("get_task", task_id, None)
+        row = await store.fetchrow("get_task", id=task_id, scope=None)
         return dict(row) if row["status"] == wanted else None
 
     return await wait_for(reached, timeout=timeout)
@@ -89,7 +89,7 @@ async def test_task_goes_from_queued_to_succeeded_with_full_history(
     await make_due(store)
     await poller.run_once()
     assert len(sim.requests_to("get")) == polls_before
-    assert (await store.fetchrow("get_task", task["id"], None))["next_poll_at"] is None
+    assert (await store.fetchrow("get_task", id=task["id"], scope=None))["next_poll_at"] is None
 
 
 @pytest.mark.parametrize("sim_config", [SimulatorConfig(api_key=SIM_KEY, failure_rate=1.0, seed=3)])
@@ -128,7 +128,7 @@ async def test_each_events_shape_records_each_event_once(relay_app, new_client, 
         await poller.run_once()
         await make_due(store)
         await poller.run_once()
-    row = await store.fetchrow("get_task", task["id"], None)
+    row = await store.fetchrow("get_task", id=task["id"], scope=None)
     assert row["status"] == "succeeded"
     events = sim.events_body(task["upstream_task_id"])
     events = events if isinstance(events, list) else next(iter(events.values()))
@@ -150,7 +150,7 @@ async def test_events_seen_before_status_endpoint_still_record_every_status_once
     sim.advance(4.5)  # events say succeeded; status endpoint says processing
     await make_due(store)
     await poller.run_once()
-    assert (await store.fetchrow("get_task", task["id"], None))["status"] == "processing"
+    assert (await store.fetchrow("get_task", id=task["id"], scope=None))["status"] == "processing"
     sim.advance(3)
     await poll_until_status(poller, store, task["id"], "succeeded")
     entries = await history(relay_app, auth(client), task["id"])
@@ -212,7 +212,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
     task = await submit(relay_app, auth(client))
     dead = Poller(store, app[UPSTREAM], settings)
     await make_due(store)
-    claimed = await store.fetch("claim_due_polls", dead.owner, 10, 30.0)
+    claimed = await store.fetch("claim_due_polls", owner=dead.owner, batch_size=10, lease_s=30.0)
     assert [r["id"] for r in claimed] == [task["id"]]
     # The owner dies mid-poll. Nobody else can take the task until the lease expires...
     survivor = app[RUNTIME].loop("poller")
@@ -227,7 +227,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
     stale.status = "failed"
     async with store.transaction() as db:
         assert await record_task_outcomes(db, dead.owner, [stale]) == []
-    assert (await store.fetchrow("get_task", task["id"], None))["status"] == "succeeded"
+    assert (await store.fetchrow("get_task", id=task["id"], scope=None))["status"] == "succeeded"
 
 
 def _empty_result():
@@ -245,7 +245,7 @@ async def test_unknown_upstream_status_is_recorded_and_task_stays_in_flight(
     for _ in range(3):
         await make_due(store)
         await poller.run_once()
-    row = await store.fetchrow("get_task", task["id"], None)
+    row = await store.fetchrow("get_task", id=task["id"], scope=None)
     assert row["status"] == "queued"
     assert row["next_poll_at"] is not None
     entries = await history(relay_app, auth(client), task["id"])
@@ -267,7 +267,7 @@ async def test_retry_after_429_slows_the_whole_replica(relay_app, new_client, si
     await poller.run_once()
     throttled = sim.requests_to("get")[-1]
     assert throttled.status == 429
-    row = await store.fetchrow("get_task", first["id"], None)
+    row = await store.fetchrow("get_task", id=first["id"], scope=None)
     delay = await store.pool.fetchval(
         "SELECT extract(epoch FROM next_poll_at - now()) FROM tasks WHERE id = $1", first["id"]
     )
@@ -290,7 +290,7 @@ async def test_malformed_upstream_bodies_are_retried_without_crashing(
     for _ in range(4):
         await make_due(store)
         assert await poller.run_once() == 1
-    assert (await store.fetchrow("get_task", task["id"], None))["status"] == "queued"
+    assert (await store.fetchrow("get_task", id=task["id"], scope=None))["status"] == "queued"
     sim.config.malformed_rate = 0.0
     await make_due(store)
     await poll_until_status(poller, store, task["id"], "succeeded")
@@ -305,7 +305,7 @@ async def test_upstream_auth_failure_fails_no_task_and_turns_readiness_false(
     for _ in range(3):
         await make_due(store)
         await poller.run_once()
-    assert (await store.fetchrow("get_task", task["id"], None))["status"] == "queued"
+    assert (await store.fetchrow("get_task", id=task["id"], scope=None))["status"] == "queued"
     ready = await relay_app.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["checks"]["upstream_auth"].startswith("failing")

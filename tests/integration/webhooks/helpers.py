@@ -8,15 +8,15 @@ from aiohttp.test_utils import TestClient
 
 from relay.dispatcher import Dispatcher
 from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
-from relay.store import Store
+from relay.store import OUTBOX_CHANNEL, Store
 from tests.conftest import SAMPLE_INPUT, auth, wait_for
 
 
 async def listen_backends(store: Store) -> list[int]:
     """Backend pids of this database's connections listening for the outbox."""
     rows = await store.pool.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND query ILIKE 'LISTEN%relay_outbox%'"
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE $1",
+        f"LISTEN%{OUTBOX_CHANNEL}%",
     )
     return [r["pid"] for r in rows]
 
@@ -33,7 +33,7 @@ async def submit_task(api: TestClient, client: dict[str, str], **extra: Any) -> 
 
 async def advance(store: Store, task_id: str, status: str, **fields: Any) -> None:
     """Record a status change the way the poller does (outbox in the same transaction)."""
-    row = await store.fetchrow("get_task", task_id, None)
+    row = await store.fetchrow("get_task", id=task_id, scope=None)
     assert row is not None
     if status == "succeeded":
         fields.setdefault("output", {"video_url": f"https://cdn.example/{task_id}.mp4"})
