@@ -27,10 +27,11 @@ import aiohttp
 
 from relay.clients import create_client
 from relay.config import Settings
-from relay.dispatcher import Dispatcher, create_webhook_session
-from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.dispatcher import Dispatcher, DispatcherSettings
+from relay.egress import create_webhook_session
 from relay.localdev import embedded_postgres, free_port
 from relay.logs import configure_logging
+from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.store import Store, migrate, scratch_database
 
 RECEIVER = """
@@ -75,7 +76,7 @@ def _processing(row: dict) -> TaskOutcome:
     return TaskOutcome.from_row(
         row,
         status="processing",
-        entries=[HistoryEntry.status_change("queued", "processing", "upstream")],
+        entries=[NewHistoryEntry.status_change("queued", "processing", "upstream")],
         poll_interval_s=1,
         poll_delay_s=3600,
     )
@@ -148,7 +149,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
                 pass
 
             session = create_webhook_session(settings)
-            dispatcher = Dispatcher(store, session, settings)
+            dispatcher = Dispatcher(store, session, DispatcherSettings.from_settings(settings))
             started = time.perf_counter()
             runner = asyncio.create_task(dispatcher.run())
             # Cheap completion check (the partial index of waiting deliveries), rarely, so

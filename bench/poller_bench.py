@@ -24,7 +24,7 @@ import aiohttp
 from relay.config import Settings
 from relay.localdev import embedded_postgres, free_port
 from relay.logs import configure_logging
-from relay.poller import Poller
+from relay.poller import Poller, PollerSettings
 from relay.store import Store, migrate, scratch_database
 from relay.upstream.client import UpstreamClient
 
@@ -132,7 +132,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
         )
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
         upstream = UpstreamClient(session, base, SIM_KEY, max_rps=args.max_rps)
-        poller = Poller(store, upstream, settings)
+        poller = Poller(store, upstream, PollerSettings.from_settings(settings))
         from relay import metrics
 
         rss_start = _rss_mb()

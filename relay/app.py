@@ -8,7 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from relay.config import Settings
-from relay.dispatcher import Dispatcher, create_webhook_session
+from relay.dispatcher import Dispatcher, DispatcherSettings
+from relay.egress import create_webhook_session
 from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
@@ -26,7 +27,7 @@ from relay.keys import (
 )
 from relay.loops import Loop
 from relay.models_catalog import ModelCatalog
-from relay.poller import Poller
+from relay.poller import Poller, PollerSettings
 from relay.resubmitter import Resubmitter
 from relay.runtime import Runtime
 from relay.store import Store
@@ -100,7 +101,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         poll_interval_min_s=settings.poll_interval_min_s,
         webhook_deny_cidrs=settings.webhook_deny_cidrs,
     )
-    app[WEBHOOKS] = WebhookService(app[STORE], settings)
+    app[WEBHOOKS] = WebhookService(
+        app[STORE],
+        webhook_deny_cidrs=settings.webhook_deny_cidrs,
+        secret_rotation_overlap_s=settings.secret_rotation_overlap_s,
+    )
     yield
 
 
@@ -110,8 +115,10 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
         "resubmitter": Resubmitter(
             app[STORE], app[TASKS], upstream_timeout_s=settings.upstream_timeout_s
         ),
-        "poller": Poller(app[STORE], app[UPSTREAM], settings),
-        "dispatcher": Dispatcher(app[STORE], app[WEBHOOK_SESSION], settings),
+        "poller": Poller(app[STORE], app[UPSTREAM], PollerSettings.from_settings(settings)),
+        "dispatcher": Dispatcher(
+            app[STORE], app[WEBHOOK_SESSION], DispatcherSettings.from_settings(settings)
+        ),
     }
     active = set()
     if "poller" in settings.roles:

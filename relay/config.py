@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROLES = ("api", "poller", "dispatcher")
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -31,7 +33,8 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-def _split(value: object) -> list[str]:
+def split_commas(value: object) -> list[str]:
+    """The non-empty, stripped items of a comma-separated string (or of a list)."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, list | tuple):
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
     @field_validator("roles", mode="before")
     @classmethod
     def _roles(cls, value: object) -> tuple[str, ...]:
-        roles = _split(value)
+        roles = split_commas(value)
         unknown = sorted(set(roles) - set(ROLES))
         if unknown or not roles:
             raise ValueError(f"roles must be a subset of {','.join(ROLES)}")
@@ -125,12 +128,12 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
-        return tuple(parse_duration(part) for part in _split(value))
+        return tuple(parse_duration(part) for part in split_commas(value))
 
     @field_validator("webhook_deny_cidrs", mode="before")
     @classmethod
     def _cidrs(cls, value: object) -> tuple[object, ...]:
-        return tuple(ipaddress.ip_network(part, strict=False) for part in _split(value))
+        return tuple(ipaddress.ip_network(part, strict=False) for part in split_commas(value))
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
@@ -147,6 +150,16 @@ class Settings(BaseSettings):
     def dispatch_lease_s(self) -> float:
         """A delivery lease outlives one attempt by a margin, so two dispatchers never overlap."""
         return self.webhook_timeout_s + self.dispatch_lease_margin_s
+
+
+def settings_subset(cls: type[T], settings: Settings) -> T:
+    """A dataclass holding some settings, filled from `settings` by field name.
+
+    Components take only the values they read; naming the fields as in `Settings` keeps
+    the two in step (a misspelt field fails at start-up, not at first use).
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return cls(**{f.name: getattr(settings, f.name) for f in fields})
 
 
 class ConfigError(Exception):

@@ -7,15 +7,14 @@ leaves its deliveries to whoever claims them after the lease, with the same webh
 
 Dispatchers sleep on LISTEN relay_outbox (a dedicated connection, reconnected with
 backoff) and poll every `dispatch_idle_poll_s` as a backstop for missed notifications.
+Where a webhook may go is `relay.egress`; what happens after an attempt is
+`relay.delivery_policy`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,214 +23,53 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
-from yarl import URL
 
-from relay import __version__, metrics
-from relay.config import Settings
+from relay import metrics
+from relay.config import Settings, settings_subset
+from relay.delivery_policy import (
+    RESPONSE_READ_LIMIT,
+    RETRY_AFTER_STATUSES,
+    AttemptResult,
+    attempt_error_text,
+    plan_next_step,
+    read_bounded,
+    response_excerpt,
+    status_error_text,
+)
+from relay.egress import Network, literal_ip_denied
 from relay.loops import Loop, new_owner_id
+from relay.retry_after import parse_retry_after
 from relay.signing import webhook_headers
 from relay.store import OUTBOX_CHANNEL, Store
-from relay.upstream.client import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"mindvideo-relay/{__version__}"
-# Acknowledgement bodies are tiny; reading at most this much keeps a hostile or broken
-# receiver from making us buffer megabytes, while small bodies are read whole so the
-# connection can be reused.
-RESPONSE_READ_LIMIT = 64 * 1024
-# What an attempt record keeps of the response body: enough to show a receiver's error.
-RESPONSE_EXCERPT_BYTES = 1024
-# Errors are stored and shown to clients; a bound keeps one odd exception from bloating rows.
-ERROR_MAX_CHARS = 500
-# The retry schedule is spread by ±20% so receivers recovering from an outage are not hit
-# by every queued delivery at the same second.
-RETRY_JITTER = 0.2
-# A receiver's Retry-After is honoured when longer than the schedule, but cannot park a
-# delivery for more than a day.
-RETRY_AFTER_MAX_S = 86400.0
-# Statuses whose Retry-After header means "come back later" (RFC 9110).
-RETRY_AFTER_STATUSES = frozenset({429, 503})
-# A resolved address is cached this long: short, so a changed DNS record (or a rebinding
-# attempt) is re-resolved and re-checked against the deny list soon.
-DNS_CACHE_TTL_S = 10
-# LISTEN reconnect backoff: quick first retry (a database restart is usually brief), capped
-# so a long outage costs one connection attempt every half minute.
 # Outcomes finishing within this window of each other are written in one transaction:
 # a few milliseconds of delay buys one commit per group instead of one per delivery.
 GROUP_COMMIT_WINDOW_S = 0.005
+# LISTEN reconnect backoff: quick first retry (a database restart is usually brief), capped
+# so a long outage costs one connection attempt every half minute.
 LISTEN_RETRY_MIN_S = 0.2
 LISTEN_RETRY_MAX_S = 30.0
 
 
-class DeniedAddress(OSError):
-    """The webhook target is (or resolves to) an address in RELAY_WEBHOOK_DENY_CIDRS."""
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def denied_network(address: str, deny: Sequence[Network]) -> Network | None:
-    """The denied network containing `address` (an IP literal), or None."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone index
-    except ValueError:
-        return None
-    # ::ffff:169.254.169.254 reaches the IPv4 address: check it as IPv4 too.
-    candidates = [ip]
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        candidates.append(ip.ipv4_mapped)
-    for candidate in candidates:
-        for network in deny:
-            if candidate.version == network.version and candidate in network:
-                return network
-    return None
-
-
-def literal_ip_denied(url: str, deny: Sequence[Network]) -> str | None:
-    """Why a URL whose host is an IP literal may not be called (None: allowed or a name).
-
-    aiohttp does not pass IP literals through the resolver, so they are checked here.
-    """
-    return _literal_ip_denied(url, tuple(deny))
-
-
-@functools.lru_cache(maxsize=4096)  # checked on every attempt; targets repeat
-def _literal_ip_denied(url: str, deny: tuple[Network, ...]) -> str | None:
-    host = URL(url).host or ""
-    network = denied_network(host, deny)
-    if network is None:
-        return None
-    return f"target address {host} is in denied network {network} (RELAY_WEBHOOK_DENY_CIDRS)"
-
-
-class DenyingResolver(ThreadedResolver):
-    """Resolves names, then refuses the connection if any address is in a denied network.
-
-    Runs at connect time, so the check applies to the address actually dialled.
-    """
-
-    def __init__(self, deny: Sequence[Network]) -> None:
-        super().__init__()
-        self.deny = tuple(deny)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The addresses of `host`; DeniedAddress when one of them is denied."""
-        results = await super().resolve(host, port, family)
-        for result in results:
-            network = denied_network(result["host"], self.deny)
-            if network is not None:
-                raise DeniedAddress(
-                    f"{host} resolves to {result['host']}, in denied network {network} "
-                    "(RELAY_WEBHOOK_DENY_CIDRS)"
-                )
-        return results
-
-
-def create_webhook_session(settings: Settings) -> aiohttp.ClientSession:
-    """The one ClientSession webhooks leave through.
-
-    Certificates are verified (aiohttp's default), resolved addresses are checked against
-    the deny list, no cookies are kept between receivers, proxies from the environment are
-    ignored (a proxy would hide the real target from the address check). Call inside the
-    running event loop.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=settings.dispatch_concurrency,
-        resolver=DenyingResolver(settings.webhook_deny_cidrs),
-        ttl_dns_cache=DNS_CACHE_TTL_S,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_s),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
-        trust_env=False,
-    )
-
-
 @dataclass(frozen=True)
-class AttemptResult:
-    """What one HTTP attempt produced."""
+class DispatcherSettings:
+    """The settings the dispatcher reads (named as in `Settings`)."""
 
-    status_code: int | None
-    response_excerpt: str | None
-    error: str | None
-    latency_s: float
-    started_at: datetime
-    retry_after_s: float | None = None
+    dispatch_idle_poll_s: float
+    dispatch_batch_size: int
+    dispatch_concurrency: int
+    dispatch_per_target_concurrency: int
+    dispatch_lease_s: float
+    webhook_timeout_s: float
+    webhook_retry_schedule: Sequence[float]
+    webhook_deny_cidrs: Sequence[Network]
 
-    @property
-    def succeeded(self) -> bool:
-        """Any 2xx is a success; everything else (3xx included) is a failed attempt."""
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@dataclass(frozen=True)
-class NextStep:
-    """Where a delivery goes after an attempt."""
-
-    status: str
-    retry_delay_s: float | None
-    retry_index: int
-    disable_subscription: bool = False
-
-
-def plan_next_step(result: AttemptResult, retry_index: int, schedule: Sequence[float]) -> NextStep:
-    """Succeeded, retry after the (jittered) schedule or Retry-After, or dead.
-
-    410 Gone is final: the delivery is dead and its subscription is disabled.
-    """
-    if result.succeeded:
-        return NextStep("succeeded", None, retry_index)
-    if result.status_code == 410:
-        return NextStep("dead", None, retry_index, disable_subscription=True)
-    if retry_index >= len(schedule):
-        return NextStep("dead", None, retry_index)
-    delay = schedule[retry_index] * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-    if result.retry_after_s is not None:
-        delay = max(delay, min(result.retry_after_s, RETRY_AFTER_MAX_S))
-    return NextStep("failed", delay, retry_index + 1)
-
-
-def _error_text(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {timeout_s:g}s"
-    cause = exc.__cause__ if isinstance(exc.__cause__, DeniedAddress) else None
-    if cause is not None:
-        return f"denied: {cause}"
-    return f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
-
-
-def _status_error(status: int) -> str | None:
-    if 200 <= status < 300:
-        return None
-    if 300 <= status < 400:
-        return f"HTTP {status} (redirects are not followed)"
-    return f"HTTP {status}"
-
-
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await response.content.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _excerpt(body: bytes) -> str | None:
-    if not body:
-        return None
-    # Postgres text cannot hold NUL; a binary error page is shown as best it can be.
-    return body[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace").replace("\x00", "")
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DispatcherSettings:
+        """Pick this loop's values out of the process settings."""
+        return settings_subset(cls, settings)
 
 
 class Dispatcher(Loop):
@@ -240,8 +78,9 @@ class Dispatcher(Loop):
     Concurrency is bounded at claim time: at most `dispatch_concurrency` deliveries in
     flight in this process and at most `dispatch_per_target_concurrency` per target
     (subscriber), so every claimed delivery starts at once and none waits out its lease.
-    `run()` keeps claiming while earlier batches are still in flight, so a slow receiver
-    never holds up the others; `run_once()` handles one batch to the end (for tests).
+    A pass claims a batch and starts sending it without waiting, so `run()` keeps claiming
+    while earlier batches are still in flight and a slow receiver never holds up the others;
+    `run_once()` is the same pass with its batch awaited to the end (for tests).
     """
 
     name = "dispatcher"
@@ -250,7 +89,7 @@ class Dispatcher(Loop):
         self,
         store: Store,
         session: aiohttp.ClientSession,
-        settings: Settings,
+        settings: DispatcherSettings,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -261,7 +100,6 @@ class Dispatcher(Loop):
         self.clock = clock
         self.owner = new_owner_id("dispatcher")
         self._in_flight: dict[str, int] = {}
-        self._batches: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -341,60 +179,19 @@ class Dispatcher(Loop):
             # database round trip overlaps sending instead of following it.
             self.wake()
 
-    async def run_once(self) -> int:
-        """Claim one batch, send it, record every outcome; returns how many were claimed."""
+    async def run_pass(self) -> int:
+        """Claim what there is room for and start sending it; returns how many were claimed."""
         batch = await self.claim_due()
         if batch:
-            await self.deliver(batch)
+            self.start_work(self.deliver(batch), name="relay-dispatcher-batch")
         return len(batch)
-
-    async def run(self) -> None:
-        """Claim while there is room, woken by NOTIFY, a finished batch, or the idle poll."""
-        log.info("loop_started", loop=self.name)
-        listener = asyncio.create_task(self._listen_for_outbox(), name="relay-dispatcher-listen")
-        try:
-            while not self.stopping:
-                self._woken.clear()
-                try:
-                    batch = await self.claim_due()
-                except Exception:
-                    # A database blip must not kill the loop; the next pass retries.
-                    log.exception("loop_pass_failed", loop=self.name)
-                    batch = []
-                if batch:
-                    self._start_batch(batch)
-                    await asyncio.sleep(0)
-                    continue
-                try:
-                    await asyncio.wait_for(self._woken.wait(), timeout=self.idle_s)
-                except TimeoutError:
-                    pass
-            if self._batches:
-                await asyncio.wait(set(self._batches))
-        finally:
-            listener.cancel()
-            for task in self._batches:
-                task.cancel()
-            await asyncio.gather(listener, *self._batches, return_exceptions=True)
-        log.info("loop_stopped", loop=self.name)
-
-    def _start_batch(self, batch: Sequence[Mapping[str, Any]]) -> None:
-        task = asyncio.create_task(self.deliver(batch), name="relay-dispatcher-batch")
-        self._batches.add(task)
-        task.add_done_callback(self._batch_ended)
-
-    def _batch_ended(self, task: asyncio.Task[None]) -> None:
-        self._batches.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # Outcomes not written stay leased; the lease expires and they are retried.
-            log.error("webhook_batch_failed", exc_info=task.exception())
-        self.wake()  # room was freed, and later events of these tasks may now be due
 
     async def release(self) -> None:
         """Hand back every delivery still leased to this dispatcher, its attempt uncounted."""
         await self.store.execute("release_delivery_leases", owner=self.owner)
 
-    async def _listen_for_outbox(self) -> None:
+    async def side_task(self) -> None:
+        """LISTEN for new outbox rows and wake on each; reconnect with backoff when lost."""
         backoff = LISTEN_RETRY_MIN_S
         while True:
             try:
@@ -436,14 +233,14 @@ class Dispatcher(Loop):
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as response:
-                excerpt = _excerpt(await _read_bounded(response, RESPONSE_READ_LIMIT))
+                excerpt = response_excerpt(await read_bounded(response, RESPONSE_READ_LIMIT))
                 retry_after = None
                 if response.status in RETRY_AFTER_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
                 return AttemptResult(
                     response.status,
                     excerpt,
-                    _status_error(response.status),
+                    status_error_text(response.status),
                     time.perf_counter() - started,
                     started_at,
                     retry_after,
@@ -451,7 +248,11 @@ class Dispatcher(Loop):
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             # ValueError: a URL aiohttp cannot use; all of these are failed attempts.
             return AttemptResult(
-                None, None, _error_text(exc, timeout_s), time.perf_counter() - started, started_at
+                None,
+                None,
+                attempt_error_text(exc, timeout_s),
+                time.perf_counter() - started,
+                started_at,
             )
 
     async def _record(self, finished: list[tuple[Mapping[str, Any], AttemptResult]]) -> None:
@@ -501,25 +302,25 @@ class Dispatcher(Loop):
                 continue
             metrics.WEBHOOK_DELIVERIES.labels(step.status).inc()
             metrics.WEBHOOK_SECONDS.observe(result.latency_s)
+            fields = {
+                "delivery_id": row["id"],
+                "event_id": row["event_id"],
+                "attempt": row["attempt_count"],
+                "status_code": result.status_code,
+            }
             if step.status == "succeeded":
                 lag_s = max(time.time() - row["event_created_at"].timestamp(), 0.0)
                 metrics.WEBHOOK_LAG.observe(lag_s)
                 log.info(
                     "webhook_delivered",
-                    delivery_id=row["id"],
-                    event_id=row["event_id"],
-                    attempt=row["attempt_count"],
-                    status_code=result.status_code,
+                    **fields,
                     latency_ms=round(result.latency_s * 1000, 2),
                     lag_ms=round(lag_s * 1000, 2),
                 )
             else:
                 log.info(
                     "webhook_attempt_failed",
-                    delivery_id=row["id"],
-                    event_id=row["event_id"],
-                    attempt=row["attempt_count"],
-                    status_code=result.status_code,
+                    **fields,
                     next_status=step.status,
                     retry_in_s=round(step.retry_delay_s, 3) if step.retry_delay_s else None,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -25,6 +26,11 @@ class RelayError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.title}: {self.detail}"
+
+
+def json_pointer(parts: Iterable[str | int]) -> str:
+    """An RFC 6901 pointer to `parts` (`~` and `/` escaped); "" is the whole document."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def problem(slug: str) -> str:
@@ -67,3 +73,17 @@ class Forbidden(RelayError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, 403, "Forbidden", problem("forbidden"))
+
+
+class UpstreamFailed(RelayError):
+    """Upstream answered, but refused what the relay asked on the client's behalf (502)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, 502, "Upstream error", problem("upstream-error"))
+
+
+class ServiceUnavailable(RelayError):
+    """Upstream cannot be reached right now; the same request may work later (503)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, 503, "Upstream unavailable", problem("upstream-unavailable"))

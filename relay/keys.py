@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 from aiohttp import web
-
-if TYPE_CHECKING:
-    pass
 
 SETTINGS = web.AppKey["Settings"]("settings")
 STORE = web.AppKey["Store"]("store")

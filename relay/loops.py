@@ -1,4 +1,12 @@
-"""The shape every background loop shares: run() until stop(), woken early by wake()."""
+"""The shape every background loop shares: passes until stop(), woken early by wake().
+
+A loop is its `run_pass()` (claim a batch, handle it) plus, where needed, small hooks:
+`lanes` passes run concurrently, `side_task()` runs beside them for the loop's lifetime
+(the dispatcher's LISTEN connection), and a pass may hand work to `start_work()` instead
+of awaiting it, so the next pass can claim while that work is still in flight.
+`run()` is the production path; `run_once()` is one pass with its work awaited, so tests
+drive exactly the code production runs (arq's burst mode).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ import asyncio
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -18,14 +28,17 @@ def new_owner_id(role: str) -> str:
 
 
 class Loop:
-    """A background loop: `run_once()` until stopped; idles on "woken, interval, or stop"."""
+    """A background loop: `run_pass()` until stopped; idles on "woken, interval, or stop"."""
 
     name = "loop"
+    # Passes run concurrently: while one waits on the network, another claims or writes.
+    lanes = 1
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
+        self._work: set[asyncio.Task[None]] = set()
 
     @property
     def stopping(self) -> bool:
@@ -33,7 +46,7 @@ class Loop:
         return self._stopping.is_set()
 
     def stop(self) -> None:
-        """Stop claiming new work; run() returns after the current pass."""
+        """Stop claiming new work; run() returns once the current passes and work end."""
         self._stopping.set()
         self._woken.set()
 
@@ -41,20 +54,63 @@ class Loop:
         """Start the next pass now rather than after the idle interval."""
         self._woken.set()
 
-    async def run_once(self) -> int:
-        """One pass; returns how many items it handled (0: nothing was due)."""
+    async def run_pass(self) -> int:
+        """One pass; returns how many items it claimed (0: nothing was due)."""
         raise NotImplementedError
+
+    async def side_task(self) -> None:
+        """Runs beside the passes while the loop runs (cancelled when it ends); none by default."""
 
     async def release(self) -> None:
         """Shutdown: hand back anything still leased so another replica takes it at once."""
 
+    def start_work(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run `work` without holding up the next pass; the loop is woken when it ends.
+
+        `run()` waits for started work before it returns; `run_once()` awaits it at once.
+        """
+        task = asyncio.create_task(work, name=name)
+        self._work.add(task)
+        task.add_done_callback(self._work_ended)
+
+    def _work_ended(self, task: asyncio.Task[None]) -> None:
+        self._work.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Whatever the work had leased stays leased; the lease expires and it is retried.
+            log.error(
+                "loop_work_failed", loop=self.name, work=task.get_name(), exc_info=task.exception()
+            )
+        self.wake()  # room was freed, and what waited behind this work may now be due
+
+    async def run_once(self) -> int:
+        """One pass and the work it started, to the end; returns how many items it claimed."""
+        handled = await self.run_pass()
+        while self._work:
+            # Cancelling run_once() cancels the work too, as a dying process would.
+            await asyncio.gather(*self._work)
+        return handled
+
     async def run(self) -> None:
-        """Loop until stopped. A pass that fails is logged and retried after the interval."""
+        """Run `lanes` passes concurrently until stopped, then wait for the work in flight."""
         log.info("loop_started", loop=self.name)
+        beside = asyncio.create_task(self.side_task(), name=f"relay-{self.name}-side")
+        try:
+            await asyncio.gather(*(self._lane() for _ in range(self.lanes)))
+            if self._work:
+                await asyncio.wait(set(self._work))
+        finally:
+            beside.cancel()
+            for task in self._work:
+                task.cancel()
+            await asyncio.gather(beside, *self._work, return_exceptions=True)
+        log.info("loop_stopped", loop=self.name)
+
+    async def _lane(self) -> None:
+        """Passes until stopped. A pass that fails is logged and retried after the interval."""
         while not self.stopping:
             self._woken.clear()
             try:
-                handled = await self.run_once()
+                handled = await self.run_pass()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -68,4 +124,3 @@ class Loop:
                 await asyncio.wait_for(self._woken.wait(), timeout=self.idle_s)
             except TimeoutError:
                 pass
-        log.info("loop_stopped", loop=self.name)

@@ -10,14 +10,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from relay.errors import FieldError
+from relay.errors import FieldError, json_pointer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 _IMAGE_REF = re.compile(r"<<<image_(\d+)>>>")
-
-
-def _pointer(parts: list[str | int]) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
@@ -33,7 +29,7 @@ def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
         missing = [p for p in error.validator_value if p not in instance]
         name = next((p for p in missing if error.message.startswith(repr(p))), None)
         if name is not None:
-            return [FieldError(base + _pointer([*path, name]), "is a required property")]
+            return [FieldError(base + json_pointer([*path, name]), "is a required property")]
     if (
         error.validator == "additionalProperties"
         and error.validator_value is False
@@ -48,10 +44,10 @@ def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
         ]
         if unexpected:
             return [
-                FieldError(base + _pointer([*path, name]), "is not an allowed property")
+                FieldError(base + json_pointer([*path, name]), "is not an allowed property")
                 for name in unexpected
             ]
-    return [FieldError(base + _pointer(path), error.message)]
+    return [FieldError(base + json_pointer(path), error.message)]
 
 
 class ModelCatalog:

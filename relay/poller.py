@@ -20,9 +20,9 @@ from typing import Any
 import structlog
 
 from relay import metrics
-from relay.config import Settings
-from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.config import Settings, settings_subset
 from relay.loops import Loop, new_owner_id
+from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.store import Store
 from relay.upstream.client import (
     UpstreamAuthError,
@@ -30,8 +30,9 @@ from relay.upstream.client import (
     UpstreamError,
     UpstreamMalformed,
     UpstreamUnavailable,
+    number_field,
 )
-from relay.views import STATUSES, TERMINAL_STATUSES
+from relay.vocabulary import TASK_STATUSES, TERMINAL_STATUSES
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ def diff_task(
     skipped) is recorded before the final one so the history shows every status entered.
     """
     current = row["status"]
-    entries: list[HistoryEntry] = []
+    entries: list[NewHistoryEntry] = []
     seen_statuses: set[str] = set()
     for position, event in enumerate(result.events or []):
         if isinstance(event.get("status"), str):
@@ -100,7 +101,7 @@ def diff_task(
         if key in known_keys:
             continue
         known_keys.add(key)
-        entries.append(HistoryEntry(_event_type(event), "upstream", key, upstream_event=event))
+        entries.append(NewHistoryEntry(_event_type(event), "upstream", key, upstream_event=event))
 
     outcome = TaskOutcome.from_row(row, entries=entries, changed=False)
     body = result.status_body
@@ -109,14 +110,14 @@ def diff_task(
         return outcome, bool(entries)
 
     target = body.get("status")
-    if isinstance(target, str) and target not in STATUSES:
+    if isinstance(target, str) and target not in TASK_STATUSES:
         key = f"status:{target}"
         if key not in known_keys:
             known_keys.add(key)
             entries.append(
-                HistoryEntry("task.status_unknown", "upstream", key, current, target, body)
+                NewHistoryEntry("task.status_unknown", "upstream", key, current, target, body)
             )
-    elif target in STATUSES and _LIFECYCLE_RANK[target] > _LIFECYCLE_RANK[current]:
+    elif target in TASK_STATUSES and _LIFECYCLE_RANK[target] > _LIFECYCLE_RANK[current]:
         steps = [
             s
             for s in ("processing",)
@@ -127,13 +128,13 @@ def diff_task(
             key = f"status:{status}"
             if key not in known_keys:
                 known_keys.add(key)
-                entries.append(HistoryEntry.status_change(previous, status, "upstream"))
+                entries.append(NewHistoryEntry.status_change(previous, status, "upstream"))
             previous = status
         outcome.status = target
 
-    if target in STATUSES:
-        outcome.cost_estimate = _number(body.get("cost_estimate"), outcome.cost_estimate)
-        outcome.cost_actual = _number(body.get("cost_actual"), outcome.cost_actual)
+    if target in TASK_STATUSES:
+        outcome.cost_estimate = number_field(body.get("cost_estimate"), outcome.cost_estimate)
+        outcome.cost_actual = number_field(body.get("cost_actual"), outcome.cost_actual)
         if isinstance(body.get("output"), dict):
             outcome.output = body["output"]
         if isinstance(body.get("error"), dict):
@@ -148,18 +149,30 @@ def diff_task(
     return outcome, outcome.changed
 
 
-def _number(value: Any, default: float | None) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
+@dataclass(frozen=True)
+class PollerSettings:
+    """The settings the poller reads (named as in `Settings`)."""
+
+    poll_interval_min_s: float
+    poll_interval_max_s: float
+    poll_batch_size: int
+    poll_concurrency: int
+    poll_lease_s: float
+    upstream_max_rps: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollerSettings:
+        """Pick this loop's values out of the process settings."""
+        return settings_subset(cls, settings)
 
 
 class Poller(Loop):
     """Keeps every in-flight task's status, history and outbox up to date."""
 
     name = "poller"
+    lanes = POLL_LANES
 
-    def __init__(self, store: Store, upstream: UpstreamClient, settings: Settings) -> None:
+    def __init__(self, store: Store, upstream: UpstreamClient, settings: PollerSettings) -> None:
         super().__init__(idle_s=min(settings.poll_interval_min_s, 1.0))
         self.store = store
         self.upstream = upstream
@@ -169,11 +182,7 @@ class Poller(Loop):
         self.batch_size = max(1, min(settings.poll_batch_size, rate_bound // POLL_LANES))
         self._concurrency = asyncio.Semaphore(settings.poll_concurrency)
 
-    async def run(self) -> None:
-        """Run POLL_LANES passes concurrently until stopped."""
-        await asyncio.gather(*(super(Poller, self).run() for _ in range(POLL_LANES)))
-
-    async def run_once(self) -> int:
+    async def run_pass(self) -> int:
         """Claim one batch of due tasks, poll them, write the outcomes in one transaction."""
         rows = await self.store.fetch(
             "claim_due_polls",

@@ -35,7 +35,7 @@ class Resubmitter(Loop):
         self.lease_s = upstream_timeout_s + SUBMIT_LEASE_MARGIN_S
         self._next_purge = 0.0
 
-    async def run_once(self) -> int:
+    async def run_pass(self) -> int:
         """Claim due submissions and send each upstream again (and sweep expired keys)."""
         await self._purge_idempotency_keys()
         rows = await self.store.fetch(

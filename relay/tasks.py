@@ -14,11 +14,19 @@ import structlog
 
 from relay import metrics
 from relay.clients import Client
-from relay.dispatcher import Network, literal_ip_denied
-from relay.errors import Conflict, FieldError, InvalidRequest, NotFound, RelayError, problem
-from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.egress import Network, literal_ip_denied
+from relay.errors import (
+    Conflict,
+    FieldError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
+from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
+from relay.pagination import keyset_page
 from relay.store import Store
 from relay.upstream.client import (
     UpstreamAuthError,
@@ -26,8 +34,9 @@ from relay.upstream.client import (
     UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
+    number_field,
 )
-from relay.views import TERMINAL_STATUSES
+from relay.vocabulary import TERMINAL_STATUSES
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +122,7 @@ class TaskService:
             detail = detail or f"{len(errors)} validation error(s) in the request"
             raise InvalidRequest(detail, errors)
 
-    async def create(
+    async def create_task(
         self, client: Client, task: NewTask, idempotency_key: str | None
     ) -> tuple[dict[str, Any], bool]:
         """Store a task and submit it upstream. Returns (task row, created)."""
@@ -191,7 +200,7 @@ class TaskService:
                 row,
                 status="failed",
                 error=exc.as_task_error(),
-                entries=[HistoryEntry.status_change(None, "failed", "relay")],
+                entries=[NewHistoryEntry.status_change(None, "failed", "relay")],
             )
             return await self._record(outcome, owner)
         except (UpstreamUnavailable, UpstreamAuthError) as exc:
@@ -212,8 +221,8 @@ class TaskService:
             status=status,
             upstream_task_id=answer["task_id"],
             upstream_request_id=answer.get("request_id"),
-            cost_estimate=_number(answer.get("cost_estimate")),
-            entries=[HistoryEntry.status_change(None, status, "upstream")],
+            cost_estimate=number_field(answer.get("cost_estimate")),
+            entries=[NewHistoryEntry.status_change(None, status, "upstream")],
             poll_interval_s=self.poll_interval_min_s,
             poll_delay_s=self.poll_interval_min_s,
         )
@@ -236,14 +245,14 @@ class TaskService:
             found = await self.store.fetchrow("get_task", id=row["id"], scope=None)
         return dict(found) if found else None
 
-    async def get(self, client: Client, task_id: str) -> dict[str, Any]:
+    async def get_task(self, client: Client, task_id: str) -> dict[str, Any]:
         """One task the client may see, or NotFound."""
         row = await self.store.fetchrow("get_task", id=task_id, scope=client.scope)
         if row is None:
             raise NotFound("task")
         return dict(row)
 
-    async def list(
+    async def list_tasks(
         self,
         client: Client,
         *,
@@ -263,17 +272,16 @@ class TaskService:
             cursor=cursor,
             limit=limit + 1,
         )
-        page = [dict(r) for r in rows[:limit]]
-        return page, (page[-1]["id"] if len(rows) > limit else None)
+        return keyset_page(rows, limit)
 
-    async def history(self, client: Client, task_id: str) -> list[dict[str, Any]]:
+    async def task_history(self, client: Client, task_id: str) -> list[dict[str, Any]]:
         """The task's audit history, oldest first."""
-        await self.get(client, task_id)
+        await self.get_task(client, task_id)
         return [dict(r) for r in await self.store.fetch("task_history", task_id=task_id)]
 
-    async def cancel(self, client: Client, task_id: str) -> dict[str, Any]:
+    async def cancel_task(self, client: Client, task_id: str) -> dict[str, Any]:
         """Ask upstream to cancel; the resulting status arrives through polling."""
-        row = await self.get(client, task_id)
+        row = await self.get_task(client, task_id)
         if row["status"] in TERMINAL_STATUSES:
             raise Conflict(f"task is already {row['status']}", "task-terminal")
         if row["upstream_task_id"] is None:
@@ -289,23 +297,9 @@ class TaskService:
                 raise Conflict(
                     "upstream reports the task already finished", "task-terminal"
                 ) from None
-            raise RelayError(
-                f"upstream refused the cancellation: {exc.code}",
-                502,
-                "Upstream error",
-                problem("upstream-error"),
-            ) from None
+            raise UpstreamFailed(f"upstream refused the cancellation: {exc.code}") from None
         except UpstreamError:
-            raise RelayError(
-                "upstream is unavailable; try again",
-                503,
-                "Upstream unavailable",
-                problem("upstream-unavailable"),
-            ) from None
+            raise ServiceUnavailable("upstream is unavailable; try again") from None
         await self.store.execute("poll_soon", id=task_id)
         log.info("cancel_requested", task_id=task_id)
         return row
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -17,12 +17,12 @@ from typing import Any
 import structlog
 
 from relay.clients import Client, new_signing_secret
-from relay.config import Settings
-from relay.dispatcher import literal_ip_denied
+from relay.egress import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
 from relay.ids import new_id
+from relay.pagination import keyset_page
+from relay.payloads import iso
 from relay.store import OUTBOX_CHANNEL, Store
-from relay.views import iso
 
 log = structlog.get_logger(__name__)
 
@@ -64,16 +64,22 @@ class WebhookService:
     """Every subscription/delivery/event-feed operation of the API."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        *,
+        webhook_deny_cidrs: Sequence[Network] = (),
+        secret_rotation_overlap_s: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.settings = settings
+        self.webhook_deny_cidrs = webhook_deny_cidrs
+        self.secret_rotation_overlap_s = secret_rotation_overlap_s
         self.clock = clock
 
     def _check_url(self, url: str) -> None:
         # The dispatcher checks resolved addresses at send time; refusing an obviously
         # denied literal address now gives the caller a clear 422 instead of a dead delivery.
-        denied = literal_ip_denied(url, self.settings.webhook_deny_cidrs)
+        denied = literal_ip_denied(url, self.webhook_deny_cidrs)
         if denied is not None:
             raise InvalidRequest("the webhook URL may not be called", [FieldError("/url", denied)])
 
@@ -106,8 +112,7 @@ class WebhookService:
         rows = await self.store.fetch(
             "list_subscriptions", scope=client.scope, cursor=cursor, limit=limit + 1
         )
-        page = [dict(r) for r in rows[:limit]]
-        return page, (page[-1]["id"] if len(rows) > limit else None)
+        return keyset_page(rows, limit)
 
     async def get_subscription(self, client: Client, subscription_id: str) -> dict[str, Any]:
         """One subscription the client may see, or NotFound."""
@@ -165,7 +170,7 @@ class WebhookService:
         """A new secret; the old one keeps signing too for `secret_rotation_overlap_s`."""
         secret = new_signing_secret()
         old_valid_until = datetime.fromtimestamp(self.clock(), UTC) + timedelta(
-            seconds=self.settings.secret_rotation_overlap_s
+            seconds=self.secret_rotation_overlap_s
         )
         row = await self.store.fetchrow(
             "rotate_subscription_secret",
@@ -201,8 +206,7 @@ class WebhookService:
             cursor=cursor,
             limit=limit + 1,
         )
-        page = [dict(r) for r in rows[:limit]]
-        return page, (page[-1]["id"] if len(rows) > limit else None)
+        return keyset_page(rows, limit)
 
     async def get_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
         """One delivery with its attempts, or NotFound."""
@@ -280,8 +284,7 @@ class WebhookService:
             types=types,
             limit=limit + 1,
         )
-        page = rows[:limit]
-        next_cursor = encode_feed_cursor(page[-1]["seq"]) if len(rows) > limit else None
+        page, next_cursor = keyset_page(rows, limit, lambda row: encode_feed_cursor(row["seq"]))
         return [row["payload"] for row in page], next_cursor
 
     async def _feed_position(self, client: Client, after: str | None) -> int:

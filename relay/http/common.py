@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from relay.errors import FieldError, InvalidRequest
+from relay.errors import FieldError, InvalidRequest, json_pointer
 from relay.http.middlewares import pydantic_errors
 
 M = TypeVar("M", bound=BaseModel)
@@ -51,7 +51,7 @@ def _unstorable_strings(value: Any, pointer: str) -> list[FieldError]:
     found: list[FieldError] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            child = pointer + "/" + key.replace("~", "~0").replace("/", "~1")
+            child = pointer + json_pointer([key])
             if message := _string_problem(key):
                 found.append(FieldError(child, message))
             found.extend(_unstorable_strings(item, child))

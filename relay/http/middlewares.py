@@ -18,6 +18,7 @@ from relay.errors import (
     NotFound,
     RelayError,
     Unauthorized,
+    json_pointer,
     problem,
 )
 from relay.keys import CLIENT, STORE
@@ -52,8 +53,7 @@ def pydantic_errors(exc: ValidationError, base: str = "") -> list[FieldError]:
     """pydantic errors located by JSON pointer."""
     found = []
     for err in exc.errors(include_url=False, include_input=False):
-        pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err["loc"])
-        found.append(FieldError(base + pointer or "/", err["msg"]))
+        found.append(FieldError(base + json_pointer(err["loc"]) or "/", err["msg"]))
     return found
 
 

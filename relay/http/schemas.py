@@ -6,11 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-EventType = Literal[
-    "task.queued", "task.processing", "task.succeeded", "task.failed", "task.cancelled"
-]
-TaskStatus = Literal["queued", "processing", "succeeded", "failed", "cancelled"]
-DeliveryStatus = Literal["pending", "succeeded", "failed", "dead"]
+from relay.vocabulary import DeliveryStatus, EventType, HistorySource, TaskStatus
 
 
 class _Strict(BaseModel):
@@ -70,7 +66,7 @@ class HistoryEntry(BaseModel):
     type: str
     from_status: str | None
     to_status: str | None
-    source: Literal["relay", "upstream"]
+    source: HistorySource
     upstream_event: dict[str, Any] | None
     created_at: str
 

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
-from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage, TaskStatus
+from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage
 from relay.keys import CLIENT, TASKS
+from relay.payloads import history_json, task_json
 from relay.tasks import NewTask
-from relay.views import history_json, task_json
+from relay.vocabulary import TaskStatus
 
 routes = web.RouteTableDef()
 # Stripe and the MindVideo notes both bound idempotency keys; the contract says 255.
@@ -70,7 +71,7 @@ async def create_task(request: web.Request) -> web.Response:
         webhook_events=list(body.webhook_events) if body.webhook_events else None,
         metadata=body.metadata,
     )
-    row, created = await request.app[TASKS].create(request[CLIENT], new_task, key)
+    row, created = await request.app[TASKS].create_task(request[CLIENT], new_task, key)
     return json_response(task_json(row), status=202 if created else 200)
 
 
@@ -79,7 +80,7 @@ async def create_task(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """Tasks newest first, keyset-paginated."""
     query = read_query(request, TaskListQuery)
-    page, next_cursor = await request.app[TASKS].list(
+    page, next_cursor = await request.app[TASKS].list_tasks(
         request[CLIENT],
         status=query.status,
         model=query.model,
@@ -94,7 +95,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 @documented("Get a task", {200: Task}, errors=(404,))
 async def get_task(request: web.Request) -> web.Response:
     """One task."""
-    row = await request.app[TASKS].get(request[CLIENT], request.match_info["task_id"])
+    row = await request.app[TASKS].get_task(request[CLIENT], request.match_info["task_id"])
     return json_response(task_json(row))
 
 
@@ -102,7 +103,7 @@ async def get_task(request: web.Request) -> web.Response:
 @documented("A task's audit history, oldest first", {200: HistoryPage}, errors=(404,))
 async def task_events(request: web.Request) -> web.Response:
     """The task's audit history, oldest first."""
-    rows = await request.app[TASKS].history(request[CLIENT], request.match_info["task_id"])
+    rows = await request.app[TASKS].task_history(request[CLIENT], request.match_info["task_id"])
     return json_response({"data": [history_json(r) for r in rows]})
 
 
@@ -110,5 +111,5 @@ async def task_events(request: web.Request) -> web.Response:
 @documented("Ask upstream to cancel a task", {202: Task}, errors=(404, 409, 502, 503))
 async def cancel_task(request: web.Request) -> web.Response:
     """Forward a cancellation upstream; 202 with the task as it stands."""
-    row = await request.app[TASKS].cancel(request[CLIENT], request.match_info["task_id"])
+    row = await request.app[TASKS].cancel_task(request[CLIENT], request.match_info["task_id"])
     return json_response(task_json(row), status=202)

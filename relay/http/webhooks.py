@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relay.errors import NotFound
+from relay.config import split_commas
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
     Delivery,
     DeliveryPage,
-    DeliveryStatus,
     EventPage,
     Subscription,
     SubscriptionCreate,
@@ -21,7 +18,8 @@ from relay.http.schemas import (
     SubscriptionUpdate,
 )
 from relay.keys import CLIENT, WEBHOOKS
-from relay.views import EVENT_TYPES, delivery_json, subscription_json
+from relay.payloads import delivery_json, subscription_json
+from relay.vocabulary import EVENT_TYPES, DeliveryStatus
 from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
@@ -30,26 +28,12 @@ routes = web.RouteTableDef()
 _CURSOR_MAX = 100
 
 
+# Ids and filters holding U+0000 (which Postgres text cannot store) never reach these
+# handlers: the `problems` middleware answers them with 404 (path) or 422 (query) first.
+
+
 class _Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, values: Any) -> Any:
-        # Postgres text cannot hold U+0000: refuse it here rather than fail in the query.
-        if isinstance(values, dict):
-            for name, value in values.items():
-                if isinstance(value, str) and "\x00" in value:
-                    raise ValueError(f"{name} must not contain the NUL character")
-        return values
-
-
-def _path_id(request: web.Request, name: str, what: str) -> str:
-    """An id from the path; one holding U+0000 cannot exist (and Postgres cannot take it)."""
-    value = request.match_info[name]
-    if "\x00" in value:
-        raise NotFound(what)
-    return value
 
 
 class SubscriptionListQuery(_Query):
@@ -85,7 +69,7 @@ class EventFeedQuery(_Query):
     @field_validator("types")
     @classmethod
     def _known_types(cls, value: str | None) -> str | None:
-        for part in _split(value):
+        for part in split_commas(value or ""):
             if part not in EVENT_TYPES:
                 raise ValueError(f"unknown event type {part!r}; one of: {', '.join(EVENT_TYPES)}")
         return value
@@ -93,11 +77,7 @@ class EventFeedQuery(_Query):
     @property
     def type_list(self) -> list[str] | None:
         """The requested event types (None: all)."""
-        return _split(self.types) or None
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
+        return split_commas(self.types or "") or None
 
 
 class TaskDeliveryList(BaseModel):
@@ -146,7 +126,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 async def get_subscription(request: web.Request) -> web.Response:
     """One subscription (without its secret)."""
     row = await request.app[WEBHOOKS].get_subscription(
-        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+        request[CLIENT], request.match_info["subscription_id"]
     )
     return json_response(subscription_json(row))
 
@@ -165,7 +145,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         changes["url"] = str(body.url)
     row = await request.app[WEBHOOKS].update_subscription(
-        request[CLIENT], _path_id(request, "subscription_id", "subscription"), changes
+        request[CLIENT], request.match_info["subscription_id"], changes
     )
     return json_response(subscription_json(row))
 
@@ -175,7 +155,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     """Delete a subscription: 204."""
     await request.app[WEBHOOKS].delete_subscription(
-        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+        request[CLIENT], request.match_info["subscription_id"]
     )
     return web.Response(status=204)
 
@@ -185,7 +165,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
     """A new secret; for the overlap window deliveries carry both signatures."""
     row, secret = await request.app[WEBHOOKS].rotate_secret(
-        request[CLIENT], _path_id(request, "subscription_id", "subscription")
+        request[CLIENT], request.match_info["subscription_id"]
     )
     return json_response(subscription_json(row, secret=secret))
 
@@ -214,7 +194,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 async def get_delivery(request: web.Request) -> web.Response:
     """One delivery with its attempts."""
     row = await request.app[WEBHOOKS].get_delivery(
-        request[CLIENT], _path_id(request, "delivery_id", "delivery")
+        request[CLIENT], request.match_info["delivery_id"]
     )
     return json_response(delivery_json(row))
 
@@ -228,7 +208,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a failed or dead delivery again (same webhook-id): 202 with the delivery."""
     row = await request.app[WEBHOOKS].retry_delivery(
-        request[CLIENT], _path_id(request, "delivery_id", "delivery")
+        request[CLIENT], request.match_info["delivery_id"]
     )
     return json_response(delivery_json(row), status=202)
 
@@ -240,7 +220,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
 async def task_deliveries(request: web.Request) -> web.Response:
     """Every delivery of a task, in event order, with attempts."""
     rows = await request.app[WEBHOOKS].task_deliveries(
-        request[CLIENT], _path_id(request, "task_id", "task")
+        request[CLIENT], request.match_info["task_id"]
     )
     return json_response({"data": [delivery_json(r) for r in rows]})
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json as jsonlib
 import time
-from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -14,6 +12,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from relay import __version__, metrics
+from relay.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -64,25 +63,11 @@ class UpstreamMalformed(UpstreamError):
     """A 2xx whose body is not what the endpoint returns."""
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds asked for by a Retry-After header (delay-seconds or HTTP-date), or None.
-
-    Shared by the upstream client and the webhook dispatcher; each caller applies its cap.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)
+def number_field(value: Any, default: float | None = None) -> float | None:
+    """A numeric field of an upstream answer as a float; `default` when absent or not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
 
 
 def _error_fields(body: Any, status: int) -> tuple[str, str]:

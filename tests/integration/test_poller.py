@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.history import record_task_outcomes
 from relay.keys import RUNTIME, UPSTREAM
-from relay.poller import Poller, diff_task
+from relay.outcomes import record_task_outcomes
+from relay.poller import Poller, PollerSettings, diff_task
 from relay.store import Store
 from relay.upstream.simulator import SimulatorConfig, SimulatorState
 from tests.conftest import SAMPLE_INPUT, SIM_KEY, auth, wait_for
@@ -165,7 +165,7 @@ async def test_two_pollers_never_record_an_event_twice_nor_poll_a_task_at_once(
     client = await new_client()
     tasks = [await submit(relay_app, auth(client)) for _ in range(12)]
     first = app[RUNTIME].loop("poller")
-    second = Poller(store, app[UPSTREAM], settings)
+    second = Poller(store, app[UPSTREAM], PollerSettings.from_settings(settings))
     assert first.owner != second.owner
     sim.advance(1.0)
 
@@ -210,7 +210,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
 ):
     client = await new_client()
     task = await submit(relay_app, auth(client))
-    dead = Poller(store, app[UPSTREAM], settings)
+    dead = Poller(store, app[UPSTREAM], PollerSettings.from_settings(settings))
     await make_due(store)
     claimed = await store.fetch("claim_due_polls", owner=dead.owner, batch_size=10, lease_s=30.0)
     assert [r["id"] for r in claimed] == [task["id"]]

@@ -6,13 +6,9 @@ import ipaddress
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from relay.dispatcher import (
-    AttemptResult,
-    denied_network,
-    literal_ip_denied,
-    parse_retry_after,
-    plan_next_step,
-)
+from relay.delivery_policy import AttemptResult, plan_next_step
+from relay.egress import denied_network, literal_ip_denied
+from relay.retry_after import parse_retry_after
 
 SCHEDULE = (5.0, 30.0, 120.0)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from relay.dispatcher import Dispatcher, create_webhook_session
+from relay.dispatcher import Dispatcher, DispatcherSettings
+from relay.egress import create_webhook_session
 from relay.store import Store
 from tests.conftest import make_settings
 from tests.receiver import Receiver, running_receiver
@@ -51,7 +52,9 @@ class Dispatchers:
         )
         session = create_webhook_session(settings)
         self._sessions.append(session)
-        return Dispatcher(self.store, session, settings, clock=clock)
+        return Dispatcher(
+            self.store, session, DispatcherSettings.from_settings(settings), clock=clock
+        )
 
     async def start(self, **overrides: Any) -> Dispatcher:
         """A dispatcher running its loop (LISTEN wake-ups included) until teardown."""

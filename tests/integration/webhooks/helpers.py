@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from relay.dispatcher import Dispatcher
-from relay.history import HistoryEntry, TaskOutcome, record_task_outcomes
+from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.store import OUTBOX_CHANNEL, Store
 from tests.conftest import SAMPLE_INPUT, auth, wait_for
 
@@ -41,7 +41,7 @@ async def advance(store: Store, task_id: str, status: str, **fields: Any) -> Non
     outcome = TaskOutcome.from_row(
         row,
         status=status,
-        entries=[HistoryEntry.status_change(row["status"], status, "upstream")],
+        entries=[NewHistoryEntry.status_change(row["status"], status, "upstream")],
         **fields,
     )
     async with store.transaction() as db:

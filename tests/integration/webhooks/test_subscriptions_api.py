@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from relay.http.schemas import Subscription, SubscriptionPage
 from relay.store import Store
-from relay.views import EVENT_TYPES
+from relay.vocabulary import EVENT_TYPES
 from tests.conftest import auth, read_problem
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import get_json, submit_task, subscribe, task_deliveries

@@ -15,12 +15,13 @@ from typing import Any
 
 from relay import metrics
 from relay.ids import new_id
+from relay.payloads import task_json, webhook_body
 from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Db
-from relay.views import EVENT_TYPES, TERMINAL_STATUSES, task_json, webhook_body
+from relay.vocabulary import EVENT_TYPES, TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
-class HistoryEntry:
+class NewHistoryEntry:
     """One line of a task's audit history, before it has an id and a seq."""
 
     type: str
@@ -31,7 +32,7 @@ class HistoryEntry:
     upstream_event: dict[str, Any] | None = None
 
     @classmethod
-    def status_change(cls, from_status: str | None, to_status: str, source: str) -> HistoryEntry:
+    def status_change(cls, from_status: str | None, to_status: str, source: str) -> NewHistoryEntry:
         """The task entered `to_status`; recorded once per status per task."""
         return cls(f"task.{to_status}", source, f"status:{to_status}", from_status, to_status)
 
@@ -48,7 +49,7 @@ class TaskOutcome:
     error: dict[str, Any] | None = None
     upstream_task_id: str | None = None
     upstream_request_id: str | None = None
-    entries: list[HistoryEntry] = field(default_factory=list)
+    entries: list[NewHistoryEntry] = field(default_factory=list)
     changed: bool = True
     poll_interval_s: float | None = None
     poll_delay_s: float | None = None

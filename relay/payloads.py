@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
-EVENT_TYPES = tuple(f"task.{status}" for status in STATUSES)
+from relay.vocabulary import EVENT_TYPES
 
 
 def iso(value: datetime | None) -> str | None:
