@@ -46,7 +46,11 @@ class DurationModel:
         now = self.clock()
         if self._refreshed_at is None or now - self._refreshed_at >= REFRESH_S:
             self._refreshed_at = now
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                # Polls go on with what was known; the next refresh tries again.
+                log.exception("phase_durations_refresh_failed")
         return self.knowledge
 
     async def refresh(self) -> None:

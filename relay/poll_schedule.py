@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 # Below this many samples a class's distribution is not trusted (its model's is tried next,
 # then the cold-start backoff).
@@ -219,6 +220,6 @@ def _backoff(changed: bool, previous: float | None, settings: ScheduleSettings) 
     return min(max(previous, settings.min_interval_s) * BACKOFF_FACTOR, settings.max_interval_s)
 
 
-def transition_estimate(last_look_s: float, seen_s: float) -> float:
-    """When a change seen at `seen_s` happened: the middle of the window since the last look."""
-    return last_look_s + max(seen_s - last_look_s, 0.0) / 2
+def transition_estimate(last_look: datetime, seen: datetime) -> datetime:
+    """When a change seen at `seen` happened: the middle of the window since the last look."""
+    return last_look + max(seen - last_look, timedelta(0)) / 2

@@ -14,7 +14,16 @@ ALTER TABLE tasks
     -- events are fetched when they can add something; this is the last time they were
     ADD COLUMN events_fetched_at timestamptz,
     -- upstream requests spent on this task (submit, status, events, cancel)
-    ADD COLUMN upstream_requests integer NOT NULL DEFAULT 0;
+    ADD COLUMN upstream_requests integer NOT NULL DEFAULT 0,
+    -- consecutive looks whose events request failed (or lacked the final events) while the
+    -- status said terminal: bounded, then the task is finished with a note in its history
+    ADD COLUMN events_retries integer NOT NULL DEFAULT 0;
+
+-- A terminal task stays due until its final events are recorded, so the poll index covers
+-- every task with a next look planned, whatever its status.
+DROP INDEX tasks_due_poll;
+CREATE INDEX tasks_due_poll ON tasks (next_poll_at)
+    WHERE next_poll_at IS NOT NULL AND upstream_task_id IS NOT NULL;
 
 -- How long each phase lasted, per model and input class: the scheduler's evidence. Not
 -- history (nothing shows it to users), so old samples are pruned.

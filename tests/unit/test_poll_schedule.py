@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -155,5 +156,6 @@ def test_knowledge_prefers_the_class_then_the_model() -> None:
 
 
 def test_a_transition_is_placed_in_the_middle_of_its_window() -> None:
-    assert transition_estimate(100.0, 104.0) == 102.0
-    assert transition_estimate(100.0, 99.0) == 100.0
+    last = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+    assert transition_estimate(last, last + timedelta(seconds=4)) == last + timedelta(seconds=2)
+    assert transition_estimate(last, last - timedelta(seconds=1)) == last
