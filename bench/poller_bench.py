@@ -21,7 +21,9 @@ from pathlib import Path
 
 import aiohttp
 
+from relay.budget import UpstreamBudget
 from relay.config import Settings
+from relay.durations import DurationModel
 from relay.localdev import embedded_postgres, free_port
 from relay.logs import configure_logging
 from relay.poller import Poller, PollerSettings
@@ -131,8 +133,15 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             log_level="error",
         )
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency))
-        upstream = UpstreamClient(session, base, SIM_KEY, max_rps=args.max_rps)
-        poller = Poller(store, upstream, PollerSettings.from_settings(settings))
+        budget = UpstreamBudget(store, rate=args.max_rps)
+        upstream = UpstreamClient(session, base, SIM_KEY, budget=budget)
+        poller = Poller(
+            store,
+            upstream,
+            PollerSettings.from_settings(settings),
+            budget=budget,
+            durations=DurationModel(store),
+        )
         from relay import metrics
 
         rss_start = _rss_mb()

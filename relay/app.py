@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from relay.budget import UpstreamBudget
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
+from relay.durations import DurationModel
 from relay.egress import create_webhook_session
 from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
 from relay.http.middlewares import authenticate, problems, request_context
 from relay.keys import (
+    BUDGET,
     CATALOG,
+    DURATIONS,
     HTTP_SESSION,
     RUNTIME,
     SETTINGS,
@@ -77,11 +81,13 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300)
     )
     app[HTTP_SESSION] = session
+    app[BUDGET] = UpstreamBudget(app[STORE], rate=settings.upstream_max_rps)
+    app[DURATIONS] = DurationModel(app[STORE])
     app[UPSTREAM] = UpstreamClient(
         session,
         settings.upstream_url,
         settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-        max_rps=settings.upstream_max_rps,
+        budget=app[BUDGET],
         timeout_s=settings.upstream_timeout_s,
     )
     # Webhooks leave through their own session: no redirects, resolved-address checks.
@@ -97,6 +103,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         app[UPSTREAM],
         app[CATALOG],
+        budget=app[BUDGET],
         submit_lease_s=settings.upstream_timeout_s + SUBMIT_LEASE_MARGIN_S,
         poll_interval_min_s=settings.poll_interval_min_s,
         webhook_deny_cidrs=settings.webhook_deny_cidrs,
@@ -113,9 +120,15 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     loops: dict[str, Loop] = {
         "resubmitter": Resubmitter(
-            app[STORE], app[TASKS], upstream_timeout_s=settings.upstream_timeout_s
+            app[STORE], app[TASKS], app[BUDGET], upstream_timeout_s=settings.upstream_timeout_s
         ),
-        "poller": Poller(app[STORE], app[UPSTREAM], PollerSettings.from_settings(settings)),
+        "poller": Poller(
+            app[STORE],
+            app[UPSTREAM],
+            PollerSettings.from_settings(settings),
+            budget=app[BUDGET],
+            durations=app[DURATIONS],
+        ),
         "dispatcher": Dispatcher(
             app[STORE], app[WEBHOOK_SESSION], DispatcherSettings.from_settings(settings)
         ),

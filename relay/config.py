@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     roles: Annotated[tuple[str, ...], NoDecode] = ROLES
     poll_interval_min_s: float = 1.0
     poll_interval_max_s: float = 30.0
+    # The detection delay the poll scheduler aims for around a task's expected transition
+    # (polls there come twice this far apart); smaller costs more upstream requests.
+    poll_target_delay_s: float = 1.75
     upstream_max_rps: float = Field(50.0, gt=0)
     upstream_timeout_s: float = 30.0
     webhook_timeout_s: float = 10.0
@@ -108,6 +111,7 @@ class Settings(BaseSettings):
     @field_validator(
         "poll_interval_min_s",
         "poll_interval_max_s",
+        "poll_target_delay_s",
         "upstream_timeout_s",
         "webhook_timeout_s",
         "shutdown_grace_s",

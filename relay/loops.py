@@ -58,6 +58,10 @@ class Loop:
         """One pass; returns how many items it claimed (0: nothing was due)."""
         raise NotImplementedError
 
+    async def idle_for(self) -> float:
+        """How long an idle lane waits for a wake-up before its next pass (`idle_s` here)."""
+        return self.idle_s
+
     async def side_task(self) -> None:
         """Runs beside the passes while the loop runs (cancelled when it ends); none by default."""
 
@@ -121,6 +125,11 @@ class Loop:
                 await asyncio.sleep(0)  # let other tasks run between busy passes
                 continue
             try:
-                await asyncio.wait_for(self._woken.wait(), timeout=self.idle_s)
+                idle = await self.idle_for()
+            except Exception:
+                log.exception("loop_idle_failed", loop=self.name)
+                idle = self.idle_s
+            try:
+                await asyncio.wait_for(self._woken.wait(), timeout=idle)
             except TimeoutError:
                 pass

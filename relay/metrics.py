@@ -56,3 +56,24 @@ HTTP_REQUESTS = Counter(
     "relay_http_requests_total", "API requests by route and status.", ["method", "route", "status"]
 )
 HTTP_SECONDS = Histogram("relay_http_request_seconds", "API request latency.", ["route"])
+DETECTION_WINDOW = Histogram(
+    "relay_poll_detection_window_seconds",
+    "Time between the last poll that saw the old status and the poll that saw the new one.",
+    ["status"],
+    buckets=(0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120),
+)
+UPSTREAM_REQUESTS_PER_TASK = Histogram(
+    "relay_upstream_requests_per_task",
+    "Upstream requests spent on a task (submit, polls, events, cancel), observed when it ends.",
+    buckets=(2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 200),
+)
+UPSTREAM_BUDGET_CEILING = Gauge(
+    "relay_upstream_budget_ceiling_rps",
+    "RELAY_UPSTREAM_MAX_RPS: upstream requests per second for the whole deployment.",
+)
+UPSTREAM_BUDGET_TOKENS = Counter(
+    "relay_upstream_budget_tokens_total",
+    "Tokens taken from the shared upstream budget by this replica, by priority (urgent: "
+    "submissions, cancels, events after a change; background: polls), and returned unused.",
+    ["priority"],
+)

@@ -53,6 +53,14 @@ class TaskOutcome:
     changed: bool = True
     poll_interval_s: float | None = None
     poll_delay_s: float | None = None
+    # Poll bookkeeping (None: leave as stored): the estimated start of the current status,
+    # when upstream's status was read, whether events were fetched, the events retry count,
+    # and how many upstream requests this step spent.
+    phase_started_at: datetime | None = None
+    looked_at: datetime | None = None
+    events_fetched: bool = False
+    events_retries: int | None = None
+    requests: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **changes: Any) -> TaskOutcome:
@@ -106,6 +114,11 @@ async def record_task_outcomes(
                 "new_events": len(o.entries),
                 "poll_interval_s": o.poll_interval_s,
                 "poll_delay_s": o.poll_delay_s,
+                "phase_started_at": o.phase_started_at,
+                "looked_at": o.looked_at,
+                "events_fetched": o.events_fetched,
+                "events_retries": o.events_retries,
+                "requests": o.requests,
             }
             for o in outcomes
         ],

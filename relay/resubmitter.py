@@ -7,6 +7,7 @@ import time
 
 import structlog
 
+from relay.budget import UpstreamBudget
 from relay.loops import Loop, new_owner_id
 from relay.store import Store
 from relay.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
@@ -26,11 +27,18 @@ class Resubmitter(Loop):
     name = "resubmitter"
 
     def __init__(
-        self, store: Store, tasks: TaskService, *, upstream_timeout_s: float, idle_s: float = 1.0
+        self,
+        store: Store,
+        tasks: TaskService,
+        budget: UpstreamBudget,
+        *,
+        upstream_timeout_s: float,
+        idle_s: float = 1.0,
     ) -> None:
         super().__init__(idle_s)
         self.store = store
         self.tasks = tasks
+        self.budget = budget
         self.owner = new_owner_id("resubmitter")
         self.lease_s = upstream_timeout_s + SUBMIT_LEASE_MARGIN_S
         self._next_purge = 0.0
@@ -38,12 +46,18 @@ class Resubmitter(Loop):
     async def run_pass(self) -> int:
         """Claim due submissions and send each upstream again (and sweep expired keys)."""
         await self._purge_idempotency_keys()
+        due = await self.store.fetchval("count_due_submissions", limit=RESUBMIT_BATCH)
+        if not due:
+            return 0
+        # Submissions are urgent: they take tokens before polls do, one per task claimed.
+        paid = await self.budget.take(due, urgent=True)
         rows = await self.store.fetch(
             "claim_due_submissions",
             owner=self.owner,
-            batch_size=RESUBMIT_BATCH,
+            batch_size=paid,
             lease_s=self.lease_s,
         )
+        await self.budget.give_back(paid - len(rows))
         if rows:
             await asyncio.gather(*(self._submit(row) for row in rows))
         return len(rows)

@@ -7,12 +7,13 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from relay import metrics
+from relay.budget import UpstreamBudget
 from relay.clients import Client
 from relay.egress import Network, literal_ip_denied
 from relay.errors import (
@@ -86,6 +87,7 @@ class TaskService:
         upstream: UpstreamClient,
         catalog: ModelCatalog,
         *,
+        budget: UpstreamBudget,
         submit_lease_s: float,
         poll_interval_min_s: float,
         webhook_deny_cidrs: Sequence[Network] = (),
@@ -93,9 +95,14 @@ class TaskService:
         self.store = store
         self.upstream = upstream
         self.catalog = catalog
+        self.budget = budget
         self.submit_lease_s = submit_lease_s
         self.poll_interval_min_s = poll_interval_min_s
         self.webhook_deny_cidrs = webhook_deny_cidrs
+        # Set when this process deferred a submission: the next accepted one pulls every
+        # deferred task forward, so recovery after an outage is paced by the budget, not
+        # by backoff accumulated during it.
+        self._deferred = False
 
     def validate(self, task: NewTask) -> None:
         """Model known, input valid for its schema, metadata small: or InvalidRequest."""
@@ -160,7 +167,13 @@ class TaskService:
         if paused_for > 0:
             # Upstream asked this replica to wait: answer now, the resubmitter sends it later.
             metrics.SUBMISSIONS.labels("retry").inc()
-            return await self._retry_later(row, None, 1, paused_for) or dict(row), True
+            return await self._retry_later(row, None, 1, paused_for, requests=0) or dict(row), True
+        if not await self.budget.take(1, urgent=True):
+            # The deployment's upstream budget is spent for this instant: never make the
+            # caller wait for it. The task is durable; the resubmitter sends it when a token
+            # is free (submissions go before polls).
+            metrics.SUBMISSIONS.labels("deferred").inc()
+            return await self._retry_later(row, None, 1, None, requests=0) or dict(row), True
         return await self.submit_upstream(row, owner=None) or dict(row), True
 
     async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:
@@ -181,13 +194,14 @@ class TaskService:
     ) -> dict[str, Any] | None:
         """Send a stored task upstream (key = relay task id) and record the result.
 
-        Transient failures schedule a retry; a definitive 4xx fails the task. Returns the
-        updated row, or None when the row was not ours to write any more.
+        The caller has taken the request's token from the upstream budget. Transient
+        failures schedule a retry; a definitive 4xx fails the task. Returns the updated
+        row, or None when the row was not ours to write any more.
         """
         log_ = log.bind(task_id=row["id"])
         attempts = row["submit_attempts"]
         try:
-            answer = await self.upstream.submit(row["id"], row["model"], row["input"])
+            answer = await self.upstream.submit(row["id"], row["model"], row["input"], paid=True)
         except UpstreamRejected as exc:
             if exc.status == 409:
                 # Upstream holds our key with another payload: it cannot be ours to fail;
@@ -201,6 +215,7 @@ class TaskService:
                 status="failed",
                 error=exc.as_task_error(),
                 entries=[NewHistoryEntry.status_change(None, "failed", "relay")],
+                requests=1,
             )
             return await self._record(outcome, owner)
         except (UpstreamUnavailable, UpstreamAuthError) as exc:
@@ -216,18 +231,32 @@ class TaskService:
         status = answer.get("status")
         if status not in ("queued", "processing"):
             status = "queued"
+        # Every task's history starts with task.queued, even when upstream's answer (say, a
+        # replay of a submission whose first answer was lost) has already moved on.
+        entries = [NewHistoryEntry.status_change(None, "queued", "upstream")]
+        if status == "processing":
+            entries.append(NewHistoryEntry.status_change("queued", "processing", "upstream"))
+        accepted_at = datetime.now(UTC)
         outcome = TaskOutcome.from_row(
             row,
             status=status,
             upstream_task_id=answer["task_id"],
             upstream_request_id=answer.get("request_id"),
             cost_estimate=number_field(answer.get("cost_estimate")),
-            entries=[NewHistoryEntry.status_change(None, status, "upstream")],
+            entries=entries,
             poll_interval_s=self.poll_interval_min_s,
             poll_delay_s=self.poll_interval_min_s,
+            phase_started_at=accepted_at,
+            looked_at=accepted_at,
+            requests=1,
         )
         log_.info("upstream_accepted", upstream_task_id=answer["task_id"])
-        return await self._record(outcome, owner)
+        recorded = await self._record(outcome, owner)
+        if self._deferred:
+            self._deferred = False
+            pulled = await self.store.execute("pull_deferred_submissions")
+            log.info("deferred_submissions_pulled_forward", result=pulled)
+        return recorded
 
     async def _record(self, outcome: TaskOutcome, owner: str | None) -> dict[str, Any] | None:
         async with self.store.transaction() as db:
@@ -235,11 +264,18 @@ class TaskService:
         return dict(rows[0]) if rows else None
 
     async def _retry_later(
-        self, row: Mapping[str, Any], owner: str | None, attempts: int, retry_after: float | None
+        self,
+        row: Mapping[str, Any],
+        owner: str | None,
+        attempts: int,
+        retry_after: float | None,
+        *,
+        requests: int = 1,
     ) -> dict[str, Any] | None:
+        self._deferred = True
         delay = resubmit_delay(attempts, retry_after)
         found = await self.store.fetchrow(
-            "schedule_resubmit", id=row["id"], owner=owner, delay_s=delay
+            "schedule_resubmit", id=row["id"], owner=owner, delay_s=delay, requests=requests
         )
         if found is None:  # taken over meanwhile: answer with the task as it stands
             found = await self.store.fetchrow("get_task", id=row["id"], scope=None)

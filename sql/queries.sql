@@ -71,20 +71,37 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.*;
 
+-- name: count_due_submissions
+-- How many submissions are due (up to :limit), so the resubmitter takes only the tokens it needs.
+SELECT count(*) FROM (
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND upstream_task_id IS NULL AND next_submit_at <= now()
+    LIMIT :limit
+) due;
+
+-- name: pull_deferred_submissions
+-- Upstream accepts again: every submission the resubmitter deferred is due now; the budget
+-- paces them. (A first attempt still in flight in the API has submit_attempts = 1.)
+UPDATE tasks SET next_submit_at = now()
+WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
+  AND submit_attempts > 1 AND next_submit_at > now();
+
 -- name: schedule_resubmit
--- Upstream could not take the task now: try again after :delay_s seconds.
+-- Upstream could not take the task now: try again after :delay_s seconds (:requests made).
 UPDATE tasks
-SET next_submit_at = now() + make_interval(secs => :delay_s), lease_owner = NULL
+SET next_submit_at = now() + make_interval(secs => :delay_s), lease_owner = NULL,
+    upstream_requests = upstream_requests + :requests
 WHERE id = :id AND lease_owner IS NOT DISTINCT FROM :owner AND upstream_task_id IS NULL
   AND status = 'queued'
 RETURNING *;
 
 -- name: claim_due_polls
--- Due in-flight tasks, one batch; the lease is next_poll_at, so a dead owner's tasks come due.
+-- Due tasks (in flight, or terminal awaiting final events), one batch, longest overdue first:
+-- a task's due time is when a change became likely enough. The lease is next_poll_at, so a
+-- dead owner's tasks come due again.
 WITH due AS (
     SELECT id, next_poll_at AS due_at FROM tasks
-    WHERE status IN ('queued', 'processing') AND upstream_task_id IS NOT NULL
-      AND next_poll_at <= now()
+    WHERE next_poll_at <= now() AND next_poll_at IS NOT NULL AND upstream_task_id IS NOT NULL
     ORDER BY next_poll_at
     LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
@@ -96,8 +113,15 @@ WHERE t.id = due.id
 RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s;
 
 -- name: history_keys
--- What is already recorded for these tasks, to diff upstream's events against.
-SELECT task_id, dedupe_key FROM task_events WHERE task_id = ANY(:task_ids::text[]);
+-- What is already recorded for these tasks, to diff upstream's events against (and the
+-- statuses recorded upstream events named, so no status the task went through is skipped).
+SELECT task_id, dedupe_key, upstream_event ->> 'status' AS event_status
+FROM task_events WHERE task_id = ANY(:task_ids::text[]);
+
+-- name: next_poll_due_in
+-- Seconds until the earliest planned poll (NULL: none planned), so idle pollers wake on time.
+SELECT extract(epoch FROM min(next_poll_at) - now())::float8 FROM tasks
+WHERE next_poll_at IS NOT NULL AND upstream_task_id IS NOT NULL;
 
 -- name: apply_task_updates
 -- Write a batch of task outcomes; only rows whose lease is still ours (:owner) change.
@@ -116,11 +140,18 @@ SET status = u.status,
     poll_interval_s = u.poll_interval_s,
     next_poll_at = CASE WHEN u.poll_delay_s IS NULL THEN NULL
                         ELSE now() + make_interval(secs => u.poll_delay_s) END,
-    lease_owner = NULL
+    lease_owner = NULL,
+    phase_started_at = coalesce(u.phase_started_at, t.phase_started_at),
+    last_polled_at = coalesce(u.looked_at, t.last_polled_at),
+    events_fetched_at = CASE WHEN u.events_fetched THEN now() ELSE t.events_fetched_at END,
+    events_retries = coalesce(u.events_retries, t.events_retries),
+    upstream_requests = t.upstream_requests + coalesce(u.requests, 0)
 FROM jsonb_to_recordset(:updates::jsonb) AS u(
     id text, status text, upstream_task_id text, upstream_request_id text,
     cost_estimate float8, cost_actual float8, output jsonb, error jsonb, changed bool,
-    new_events int, poll_interval_s float8, poll_delay_s float8)
+    new_events int, poll_interval_s float8, poll_delay_s float8,
+    phase_started_at timestamptz, looked_at timestamptz, events_fetched bool,
+    events_retries int, requests int)
 WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 
@@ -190,7 +221,7 @@ UPDATE tasks
 SET lease_owner = NULL,
     next_poll_at = CASE WHEN upstream_task_id IS NOT NULL THEN now() ELSE next_poll_at END,
     next_submit_at = CASE WHEN upstream_task_id IS NULL THEN now() ELSE next_submit_at END
-WHERE lease_owner = :owner AND status IN ('queued', 'processing');
+WHERE lease_owner = :owner AND (status IN ('queued', 'processing') OR next_poll_at IS NOT NULL);
 
 -- name: poll_soon
 -- After a cancel request: poll the task at once (unless a poller holds it right now).
@@ -412,3 +443,54 @@ FROM deliveries WHERE status IN ('pending', 'failed');
 -- name: purge_idempotency_keys
 -- Idempotency keys are kept 24 hours (the contract's minimum) plus a margin.
 DELETE FROM idempotency_keys WHERE created_at < now() - interval '48 hours';
+
+-- name: relax_commit
+-- This transaction's commit need not wait for the disk (losing it in a crash is harmless).
+SET LOCAL synchronous_commit = off;
+
+-- name: take_upstream_budget
+-- Shared token bucket: refill by elapsed time, grant up to :wanted, leave :keep for others.
+WITH level AS (
+    SELECT least(:burst::float8,
+                 tokens + :rate::float8
+                     * extract(epoch FROM clock_timestamp() - refilled_at)::float8) AS tokens
+    FROM upstream_budget WHERE id = 1
+    FOR UPDATE
+), granted AS (
+    SELECT greatest(0, least(:wanted::int, floor(tokens - :keep::float8)))::int AS n, tokens
+    FROM level
+)
+UPDATE upstream_budget b
+SET tokens = g.tokens - g.n, refilled_at = clock_timestamp()
+FROM granted g
+WHERE b.id = 1
+RETURNING g.n AS granted, g.tokens - g.n AS level;
+
+-- name: return_upstream_budget
+-- Tokens taken but not spent go back (never above a full bucket).
+UPDATE upstream_budget SET tokens = least(:burst::float8, tokens + :tokens::int) WHERE id = 1;
+
+-- name: recent_phase_durations
+-- The newest samples of every (model, input class, phase): what the scheduler learns from.
+SELECT model, input_class, phase, array_agg(seconds) AS seconds
+FROM (SELECT model, input_class, phase, seconds,
+             row_number() OVER (PARTITION BY model, input_class, phase
+                                ORDER BY recorded_at DESC) AS n
+      FROM phase_durations) newest
+WHERE n <= :per_class
+GROUP BY model, input_class, phase;
+
+-- name: prune_phase_durations
+-- Keep the newest samples per class; older ones no longer describe upstream.
+DELETE FROM phase_durations p
+USING (SELECT ctid, row_number() OVER (PARTITION BY model, input_class, phase
+                                       ORDER BY recorded_at DESC) AS n
+       FROM phase_durations) ranked
+WHERE p.ctid = ranked.ctid AND ranked.n > :keep;
+
+-- name: insert_phase_durations
+-- Samples learned from tasks that just left a phase.
+INSERT INTO phase_durations (model, input_class, phase, seconds)
+SELECT s.model, s.input_class, s.phase, s.seconds
+FROM jsonb_to_recordset(:samples::jsonb) AS s(
+    model text, input_class text, phase text, seconds float8);

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
-from aiolimiter import AsyncLimiter
 
 from relay import __version__, metrics
 from relay.retry_after import parse_retry_after
@@ -82,6 +81,14 @@ def _error_fields(body: Any, status: int) -> tuple[str, str]:
     return f"http_{status}", ""
 
 
+class RequestBudget(Protocol):
+    """What the client needs of the upstream budget (relay.budget.UpstreamBudget)."""
+
+    async def wait(self, wanted: int = 1, *, urgent: bool = True) -> int:
+        """At least one token, waiting for it if need be."""
+        ...
+
+
 class UpstreamClient:
     """Calls MindVideo's task API. Shared by the API, the resubmitter and the poller."""
 
@@ -91,7 +98,7 @@ class UpstreamClient:
         base_url: str,
         api_key: str | None,
         *,
-        max_rps: float,
+        budget: RequestBudget,
         timeout_s: float = 30.0,
     ) -> None:
         self._session = session
@@ -99,8 +106,10 @@ class UpstreamClient:
         self._headers = {"User-Agent": f"mindvideo-relay/{__version__}"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        # One token per request, refilled evenly: a burst of due tasks never exceeds the ceiling.
-        self._limiter = AsyncLimiter(max_rps, 1.0)
+        # Every request spends a token of the deployment-wide budget: callers that took one
+        # already pass paid=True; the others wait here, urgently (submissions and polls have
+        # taken theirs before they got this far).
+        self._budget = budget
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(10.0, timeout_s))
         self._paused_until = 0.0
         self.auth_failures = 0
@@ -119,7 +128,9 @@ class UpstreamClient:
         """Slow the whole replica: no request leaves before `seconds` from now."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    async def submit(self, idempotency_key: str, model: str, input: dict[str, Any]) -> dict:
+    async def submit(
+        self, idempotency_key: str, model: str, input: dict[str, Any], *, paid: bool = False
+    ) -> dict:
         """POST /api/v1/tasks; the idempotency key is the relay's task id."""
         body = await self._request(
             "submit",
@@ -127,21 +138,25 @@ class UpstreamClient:
             "/api/v1/tasks",
             json={"model": model, "input": input},
             headers={"Idempotency-Key": idempotency_key},
+            paid=paid,
         )
         if not isinstance(body, dict) or not isinstance(body.get("task_id"), str):
             raise UpstreamMalformed("submit answer has no task_id")
         return body
 
-    async def get_task(self, upstream_task_id: str) -> dict[str, Any]:
+    async def get_task(self, upstream_task_id: str, *, paid: bool = False) -> dict[str, Any]:
         """GET /api/v1/tasks/{id}: the task's status, cost and output."""
-        body = await self._request("get", "GET", f"/api/v1/tasks/{upstream_task_id}")
+        body = await self._request("get", "GET", f"/api/v1/tasks/{upstream_task_id}", paid=paid)
         if not isinstance(body, dict) or not isinstance(body.get("status"), str):
             raise UpstreamMalformed("task answer has no status")
         return body
 
-    async def get_events(self, upstream_task_id: str) -> list[dict[str, Any]]:
+    async def get_events(
+        self, upstream_task_id: str, *, paid: bool = False
+    ) -> list[dict[str, Any]]:
         """GET /api/v1/tasks/{id}/events, in any of the shapes the contract allows."""
-        body = await self._request("events", "GET", f"/api/v1/tasks/{upstream_task_id}/events")
+        path = f"/api/v1/tasks/{upstream_task_id}/events"
+        body = await self._request("events", "GET", path, paid=paid)
         events = body
         if isinstance(body, dict):
             events = body.get("events", body.get("data"))
@@ -162,11 +177,13 @@ class UpstreamClient:
         *,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        paid: bool = False,
     ) -> Any:
         wait = self._paused_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        await self._limiter.acquire()
+        if not paid:
+            await self._budget.wait(1, urgent=True)
         started = time.perf_counter()
         code = "error"
         try:

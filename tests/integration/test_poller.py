@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from relay.keys import RUNTIME, UPSTREAM
+from relay.keys import BUDGET, DURATIONS, RUNTIME, UPSTREAM
 from relay.outcomes import record_task_outcomes
 from relay.poller import Poller, PollerSettings, diff_task
 from relay.store import Store
@@ -150,7 +150,13 @@ async def test_two_pollers_never_record_an_event_twice_nor_poll_a_task_at_once(
     client = await new_client()
     tasks = [await submit(relay_app, auth(client)) for _ in range(12)]
     first = app[RUNTIME].loop("poller")
-    second = Poller(store, app[UPSTREAM], PollerSettings.from_settings(settings))
+    second = Poller(
+        store,
+        app[UPSTREAM],
+        PollerSettings.from_settings(settings),
+        budget=app[BUDGET],
+        durations=app[DURATIONS],
+    )
     assert first.owner != second.owner
     sim.advance(1.0)
 
@@ -195,7 +201,13 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
 ):
     client = await new_client()
     task = await submit(relay_app, auth(client))
-    dead = Poller(store, app[UPSTREAM], PollerSettings.from_settings(settings))
+    dead = Poller(
+        store,
+        app[UPSTREAM],
+        PollerSettings.from_settings(settings),
+        budget=app[BUDGET],
+        durations=app[DURATIONS],
+    )
     await make_due(store)
     claimed = await store.fetch("claim_due_polls", owner=dead.owner, batch_size=10, lease_s=30.0)
     assert [r["id"] for r in claimed] == [task["id"]]
