@@ -13,7 +13,8 @@ the same true times for comparison.
 Time runs S times faster (default 0.1); every delay is reported in unscaled seconds
 (divided by S), so figures compare with a real deployment. Fixed costs that do not scale
 (the webhook hop, event-loop latency) are therefore inflated 1/S times in those figures.
-Submit latency and arrival lateness are wall-clock milliseconds as measured.
+Submit latency and arrival lateness are wall-clock milliseconds as measured; a submit
+that queues behind the (scaled) upstream ceiling waits S times less than it would unscaled.
 
 Scenarios: `ample` (ceiling 50 rps, 200 tasks at 2/s after 100 warm-up tasks) and `tight`
 (ceiling 10 rps, 600 tasks over 60 s, far below what polling every task would want).
@@ -581,7 +582,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
         for scenario in scenarios(args):
             fig = await run_scenario(args, scenario, server_url, logs)
             results.append(fig)
-            print(render(fig), flush=True)
+            print(render(fig) + "\n", flush=True)
     finally:
         noisy = [p for p in logs.iterdir() if p.stat().st_size and "-relay" in p.name]
         if noisy:
