@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format venv bench-poller bench-dispatcher clean
+.PHONY: test demo lint format venv bench-poller bench-dispatcher bench-latency clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/relay demo
+
+# Upstream change -> webhook delay against the simulator's realistic timing, both scenarios
+# (a few minutes at the default time scale). Extra flags: make bench-latency ARGS='--tasks 50'
+bench-latency: $(STAMP)
+	$(BIN)/python bench/latency_bench.py --scenario both $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .demo .pytest_cache .ruff_cache
