@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from relay.errors import NotFound
+from relay.errors import FieldError, InvalidRequest, NotFound
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
@@ -20,11 +21,13 @@ from relay.http.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from relay.keys import CLIENT, WEBHOOKS
+from relay.keys import CATALOG, CLIENT, WEBHOOKS
+from relay.tasks import repeated_entries
 from relay.views import EVENT_TYPES, delivery_json, subscription_json
 from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
 
 # Ids are short; a bound keeps junk cursors out of the queries.
 _CURSOR_MAX = 100
@@ -100,6 +103,38 @@ def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def _subscription_errors(request: web.Request) -> Callable[[Mapping[str, Any]], list[FieldError]]:
+    """Checks of a subscription body beyond its shape: no repeated entries, known models."""
+    catalog = request.app[CATALOG]
+
+    def check(body: Mapping[str, Any]) -> list[FieldError]:
+        errors = []
+        events, models = body.get("events"), body.get("models")
+        if isinstance(events, list):
+            errors += repeated_entries(events, "/events")
+        if isinstance(models, list):
+            known = ", ".join(catalog.names)
+            errors += [
+                FieldError(f"/models/{index}", f"unknown model {model!r}; known models: {known}")
+                for index, model in enumerate(models)
+                if isinstance(model, str) and model not in catalog
+            ]
+            errors += repeated_entries(models, "/models")
+        return errors
+
+    return check
+
+
+async def _read_subscription(request: web.Request, model: type[M]) -> M:
+    """A subscription body: its shape and its entries checked, every mistake in one 422."""
+    check = _subscription_errors(request)
+    body = await read_body(request, model, also=check)
+    errors = check(body.model_dump(exclude_unset=True))
+    if errors:
+        raise InvalidRequest("the request is invalid", errors)
+    return body
+
+
 class TaskDeliveryList(BaseModel):
     """`GET /v1/tasks/{id}/deliveries`: every delivery of the task, with attempts."""
 
@@ -117,7 +152,7 @@ class TaskDeliveryList(BaseModel):
 )
 async def create_subscription(request: web.Request) -> web.Response:
     """Create a subscription: 201 with its `secret` (shown only now and on rotation)."""
-    body = await read_body(request, SubscriptionCreate)
+    body = await _read_subscription(request, SubscriptionCreate)
     new = NewSubscription(
         url=str(body.url),
         events=list(body.events) if body.events else None,
@@ -125,7 +160,9 @@ async def create_subscription(request: web.Request) -> web.Response:
         description=body.description,
     )
     row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
-    return json_response(subscription_json(row, secret=secret), status=201)
+    response = json_response(subscription_json(row, secret=secret), status=201)
+    response.headers["Location"] = f"/v1/subscriptions/{row['id']}"
+    return response
 
 
 @routes.get("/v1/subscriptions")
@@ -160,7 +197,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 )
 async def update_subscription(request: web.Request) -> web.Response:
     """Change url, events, models, description or enabled; omitted fields stay."""
-    body = await read_body(request, SubscriptionUpdate)
+    body = await _read_subscription(request, SubscriptionUpdate)
     changes = body.model_dump(exclude_unset=True)
     if body.url is not None:
         changes["url"] = str(body.url)

@@ -20,10 +20,14 @@ BAD_SETTINGS = [
     ("RELAY_WEBHOOK_DENY_CIDRS", "notacidr"),
     ("RELAY_DATABASE_URL", "mysql://db/relay"),
     ("RELAY_WEBHOOK_TIMEOUT_S", "-3s"),
+    ("RELAY_WEBHOOK_RETRY_SCHEDULE", ""),
+    ("RELAY_WEBHOOK_RETRY_SCHEDULE", " , "),
 ]
 
 
-@pytest.mark.parametrize(("variable", "value"), BAD_SETTINGS, ids=[v for v, _ in BAD_SETTINGS])
+@pytest.mark.parametrize(
+    ("variable", "value"), BAD_SETTINGS, ids=[f"{v}={x!r}" for v, x in BAD_SETTINGS]
+)
 async def test_bad_setting_stops_serve_with_exit_2_and_one_line_naming_it(
     variable: str, value: str
 ) -> None:
