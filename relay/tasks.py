@@ -122,7 +122,8 @@ class TaskService:
         metadata = body.get("metadata")
         if isinstance(metadata, dict):
             encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-            size = len(encoded.encode())
+            # surrogatepass: a lone surrogate is reported on its own; it must not crash this.
+            size = len(encoded.encode(errors="surrogatepass"))
             if size > METADATA_MAX_BYTES:
                 errors.append(
                     FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")

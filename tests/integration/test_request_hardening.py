@@ -171,6 +171,21 @@ async def test_body_mistake_with_an_unknown_model_reports_both(
     assert sorted(e["loc"] for e in problem["errors"]) == ["/model", "/priority"]
 
 
+async def test_body_mistake_with_unstorable_metadata_reports_both(
+    relay_app: TestClient, new_client: NewClient
+) -> None:
+    client = await new_client()
+    text = '{"model": "kling-video-o1", "input": {"prompt": "x"}, "priority": 1, '
+    text += '"metadata": {"note": "a\\ud800b"}}'
+    resp = await relay_app.post(
+        "/v1/tasks",
+        data=text.encode(),
+        headers={**auth(client), "Content-Type": "application/json"},
+    )
+    problem = await read_problem(resp, 422)
+    assert sorted(e["loc"] for e in problem["errors"]) == ["/metadata/note", "/priority"]
+
+
 async def test_webhook_events_without_webhook_url_is_422(
     relay_app: TestClient, new_client: NewClient
 ) -> None:
