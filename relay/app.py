@@ -34,7 +34,7 @@ from relay.models_catalog import ModelCatalog
 from relay.poller import Poller, PollerSettings
 from relay.resubmitter import Resubmitter
 from relay.runtime import Runtime
-from relay.store import Store
+from relay.store import Store, check_schema
 from relay.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
 from relay.upstream.client import UpstreamClient
 from relay.webhooks import WebhookService
@@ -70,7 +70,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if not settings.database_url:
         raise RuntimeError("RELAY_DATABASE_URL is not set")
-    app[STORE] = await Store.open(settings.database_url, size=settings.db_pool_size)
+    store = await Store.open(settings.database_url, size=settings.db_pool_size)
+    try:
+        # Serving an unmigrated database would only fail every request and every loop tick:
+        # refuse to start instead, and the CLI says to run `relay migrate`.
+        await check_schema(store)
+    except BaseException:
+        await store.close()
+        raise
+    app[STORE] = store
     yield
     await app[STORE].close()
 

@@ -25,6 +25,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"relay: {message}\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: X)` where a flag has a real default (not None, not an on/off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _client_name(value: str) -> str:
     if not 1 <= len(value) <= CLIENT_NAME_MAX:
         raise argparse.ArgumentTypeError(f"must be 1 to {CLIENT_NAME_MAX} characters")
@@ -35,26 +44,41 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of contract section 2."""
     from relay.upstream.simulator import add_simulator_arguments
 
-    parser = _Parser(prog="relay", description="MindVideo generations without polling.")
-    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    # Every flag of the relay's own commands says what it does and its default.
+    own = {"formatter_class": _HelpFormatter}
+    parser = _Parser(prog="relay", description="MindVideo generations without polling.", **own)
+    parser.add_argument(
+        "--version", action="version", version=f"relay {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="run the service (all roles by default)")
-    serve.add_argument("--roles", help="comma-separated subset of api,poller,dispatcher")
-    commands.add_parser("migrate", help="apply missing sql/NNNN_*.sql migrations")
+    serve = commands.add_parser("serve", help="run the service (all roles by default)", **own)
+    serve.add_argument(
+        "--roles",
+        help="comma-separated subset of api,poller,dispatcher this process runs "
+        "(default: RELAY_ROLES, else all three)",
+    )
+    commands.add_parser("migrate", help="apply missing sql/NNNN_*.sql migrations", **own)
 
-    keys = commands.add_parser("keys", help="manage client API keys")
+    keys = commands.add_parser("keys", help="manage client API keys", **own)
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
-    create = key_commands.add_parser("create", help="create a client; prints its key once")
-    create.add_argument("--name", required=True, type=_client_name)
+    create = key_commands.add_parser("create", help="create a client; prints its key once", **own)
+    create.add_argument(
+        "--name",
+        required=True,
+        type=_client_name,
+        help=f"the client's unique name, 1 to {CLIENT_NAME_MAX} characters",
+    )
     create.add_argument("--admin", action="store_true", help="the client sees every task")
-    key_commands.add_parser("list", help="list clients (never their keys)")
-    revoke = key_commands.add_parser("revoke", help="revoke a client's key at once")
-    revoke.add_argument("name")
+    key_commands.add_parser("list", help="list clients (never their keys)", **own)
+    revoke = key_commands.add_parser("revoke", help="revoke a client's key at once", **own)
+    revoke.add_argument("name", help="the name given to `relay keys create`")
 
-    demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine")
+    demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine", **own)
     demo.add_argument("--tasks", type=int, default=3, help="how many sample tasks to submit")
-    demo.add_argument("--task-duration", type=float, default=6.0, help="simulated seconds")
+    demo.add_argument(
+        "--task-duration", type=float, default=6.0, help="seconds each simulated task takes"
+    )
 
     simulate = commands.add_parser("simulate-upstream", help="run the MindVideo simulator")
     add_simulator_arguments(simulate)
@@ -94,11 +118,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.database_url:
         print("relay: configuration error: RELAY_DATABASE_URL: is required", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "serve":
-        return serve(settings)
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings.database_url))
-    return asyncio.run(_keys(settings, args))
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings.database_url))
+        return asyncio.run(_keys(settings, args))
+    except Exception as exc:
+        from relay.store import database_problem, redact_url
+
+        problem = database_problem(exc)
+        if problem is None:
+            raise
+        # A wrong URL, a stopped server or a missing migration is the operator's to fix:
+        # one line saying which, not a driver traceback (and never the URL's password).
+        where = redact_url(settings.database_url)
+        print(f"relay: RELAY_DATABASE_URL ({where}): {problem}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def serve(settings: Settings) -> int:

@@ -128,7 +128,10 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
-        return tuple(parse_duration(part) for part in split_commas(value))
+        schedule = tuple(parse_duration(part) for part in split_commas(value))
+        if not schedule:  # no retries at all would turn every failed delivery dead at once
+            raise ValueError("must list at least one duration, e.g. 5s,30s,2m")
+        return schedule
 
     @field_validator("webhook_deny_cidrs", mode="before")
     @classmethod

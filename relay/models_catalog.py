@@ -87,10 +87,16 @@ class ModelCatalog:
                 n = int(match.group(1))
                 if not 1 <= n <= count:
                     errors.append(
-                        FieldError(
-                            f"{base}/prompt",
-                            f"{match.group(0)} refers to image_urls entry {n}, "
-                            f"but {count} image URL(s) were given",
-                        )
+                        FieldError(f"{base}/prompt", _image_ref_message(match[0], n, count))
                     )
         return errors
+
+
+def _image_ref_message(ref: str, n: int, count: int) -> str:
+    """Why `<<<image_N>>>` names no image, saying that N counts from 1 (a common slip)."""
+    if n < 1:
+        return f"{ref} refers to no image: N counts from 1"
+    given = {0: "no images are given", 1: "only 1 image is given"}.get(
+        count, f"only {count} images are given"
+    )
+    return f"{ref} refers to image_urls[{n - 1}] (N counts from 1), but {given}"

@@ -283,3 +283,82 @@ async def scratch_database(server_url: str, prefix: str = "relay_scratch") -> As
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+# Database availability, for the error middleware, /readyz and the CLI (which must not
+# import asyncpg): what "the database is down" looks like, and one line saying what to fix.
+
+# Raised by the pool or a query when the server is unreachable, restarting, full, dropping
+# our connections, or the database itself is gone; each clears up without a code change.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08: connection lost or never made
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidCatalogNameError,  # the database was dropped (or never existed)
+    asyncpg.InvalidAuthorizationSpecificationError,  # role refused (28000, 28P01)
+    OSError,  # refused, reset, unresolvable host (and asyncpg's connect timeouts)
+    TimeoutError,
+)
+# Postgres raises the generic 55000 when a database is `ALLOW_CONNECTIONS false`; its
+# subclasses (object in use, lock not available) are ordinary query errors, not an outage.
+_NOT_ACCEPTING_CONNECTIONS = asyncpg.ObjectNotInPrerequisiteStateError
+
+
+NOT_MIGRATED = "the database is not migrated: run `relay migrate`"
+
+
+class SchemaBehind(Exception):
+    """The database's schema is older than this code: `relay migrate` has not been run."""
+
+    def __init__(self, version: int, expected: int) -> None:
+        super().__init__(f"the database schema is at {version}, expected {expected}")
+        self.version = version
+        self.expected = expected
+
+
+async def check_schema(store: Store) -> None:
+    """Raise SchemaBehind (or UndefinedTableError) unless every migration has been applied."""
+    version = await Db(store.pool, MIGRATION_QUERIES).fetchval("schema_version")
+    expected = latest_migration_version()
+    if version < expected:
+        raise SchemaBehind(version, expected)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot be used right now (answer 503, not 500)."""
+    return isinstance(exc, DATABASE_UNAVAILABLE) or type(exc) is _NOT_ACCEPTING_CONNECTIONS
+
+
+def database_problem(exc: BaseException) -> str | None:
+    """One line saying what is wrong with the database, or None when `exc` is something else.
+
+    Never includes the URL (it may hold a password); callers name RELAY_DATABASE_URL.
+    """
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return NOT_MIGRATED
+    if isinstance(exc, SchemaBehind):
+        return f"{exc}: run `relay migrate`"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return "the database does not exist"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return "the database refused the login (authentication failed)"
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return "the database refuses more connections (too many clients)"
+    if type(exc) is _NOT_ACCEPTING_CONNECTIONS:
+        return "the database is not accepting connections"
+    if database_unavailable(exc):
+        return "the database is unreachable"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

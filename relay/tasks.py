@@ -106,28 +106,52 @@ class TaskService:
 
     def validate(self, task: NewTask) -> None:
         """Model known, input valid for its schema, metadata small: or InvalidRequest."""
-        known = ", ".join(self.catalog.names)
-        detail = None
-        if task.model in self.catalog:
-            errors = self.catalog.validate_input(task.model, task.input)
-        else:
-            # The input cannot be checked without a schema; other fields still can.
-            detail = f"unknown model {task.model!r}; known models: {known}"
-            errors = [FieldError("/model", f"must be one of: {known}")]
-        if task.metadata is not None:
-            encoded = json.dumps(task.metadata, separators=(",", ":"), ensure_ascii=False)
-            size = len(encoded.encode())
-            if size > METADATA_MAX_BYTES:
-                errors.append(
-                    FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")
-                )
+        errors = self.field_errors(task.__dict__)
         if task.webhook_url is not None:
             denied = literal_ip_denied(task.webhook_url, self.webhook_deny_cidrs)
             if denied:
                 errors.append(FieldError("/webhook_url", denied))
         if errors:
-            detail = detail or f"{len(errors)} validation error(s) in the request"
+            detail = f"{len(errors)} validation error(s) in the request"
+            if task.model not in self.catalog:
+                known = ", ".join(self.catalog.names)
+                detail = f"unknown model {task.model!r}; known models: {known}"
             raise InvalidRequest(detail, errors)
+
+    def field_errors(self, body: Mapping[str, Any]) -> list[FieldError]:
+        """Violations a task body's own schema cannot see, located by JSON pointer.
+
+        Works on a raw, unvalidated body too (a field of the wrong type is skipped: the
+        body's validation reports it), so an invalid body still hears about its input.
+        """
+        errors: list[FieldError] = []
+        model, task_input = body.get("model"), body.get("input")
+        if isinstance(model, str):
+            if model in self.catalog:
+                if isinstance(task_input, dict):
+                    errors += self.catalog.validate_input(model, task_input)
+            else:
+                # The input cannot be checked without a schema; other fields still can.
+                errors.append(
+                    FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")
+                )
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict):
+            encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+            # surrogatepass: a lone surrogate is reported on its own; it must not crash this.
+            size = len(encoded.encode(errors="surrogatepass"))
+            if size > METADATA_MAX_BYTES:
+                errors.append(
+                    FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")
+                )
+        events = body.get("webhook_events")
+        if isinstance(events, list):
+            if events and body.get("webhook_url") is None:
+                # Task events filter deliveries to the task's own webhook_url; without one
+                # they would silently do nothing (subscriptions have their own filter).
+                errors.append(FieldError("/webhook_events", "needs a webhook_url to apply to"))
+            errors += repeated_entries(events, "/webhook_events")
+        return errors
 
     async def create_task(
         self, client: Client, task: NewTask, idempotency_key: str | None
@@ -339,3 +363,19 @@ class TaskService:
         await self.store.execute("poll_soon", id=task_id)
         log.info("cancel_requested", task_id=task_id)
         return row
+
+
+def repeated_entries(values: Sequence[Any], base: str) -> list[FieldError]:
+    """Each entry of a list that repeats an earlier one, located at the repeat."""
+    errors = []
+    first: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            continue
+        if value in first:
+            errors.append(
+                FieldError(f"{base}/{index}", f"repeats {value!r} (entry {first[value]})")
+            )
+        else:
+            first[value] = index
+    return errors

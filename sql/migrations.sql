@@ -24,3 +24,7 @@ SELECT version FROM schema_migrations;
 -- name: record_migration
 -- Written in the migration's own transaction, so a migration and its record commit together.
 INSERT INTO schema_migrations (version, name) VALUES (:version, :name);
+
+-- name: schema_version
+-- Latest applied migration, for readiness.
+SELECT coalesce(max(version), 0) FROM schema_migrations;

@@ -426,10 +426,6 @@ WHERE (:scope::bigint IS NULL OR client_id = :scope) AND seq > :after_seq
 ORDER BY seq
 LIMIT :limit;
 
--- name: schema_version
--- Latest applied migration, for readiness.
-SELECT coalesce(max(version), 0) FROM schema_migrations;
-
 -- name: tasks_in_flight
 -- Gauge: non-terminal tasks by status (served by the partial indexes).
 SELECT status, count(*) AS n FROM tasks WHERE status IN ('queued', 'processing') GROUP BY status;

@@ -22,12 +22,16 @@ from relay.errors import (
     problem,
 )
 from relay.keys import CLIENT, STORE
+from relay.store import database_unavailable
 
 log = structlog.get_logger("relay.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_JSON = "application/problem+json"
 # Operational endpoints answer without a key (probes and scrapers have none).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# While the database is unavailable clients are told to come back: a pool reconnects within
+# seconds of the server returning, so a short wait beats hammering a recovering server.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def problem_response(error: RelayError) -> web.Response:
@@ -53,7 +57,10 @@ def pydantic_errors(exc: ValidationError, base: str = "") -> list[FieldError]:
     """pydantic errors located by JSON pointer."""
     found = []
     for err in exc.errors(include_url=False, include_input=False):
-        found.append(FieldError(base + json_pointer(err["loc"]) or "/", err["msg"]))
+        # pydantic prefixes messages of our own validators ("Value error, must ..."):
+        # problems read as sentences, so only the sentence is kept.
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        found.append(FieldError(base + json_pointer(err["loc"]) or "/", message))
     return found
 
 
@@ -133,7 +140,19 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if "Allow" in exc.headers:  # a 405 must say which methods the resource takes
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            log.warning("database_unavailable", path=request.path, error=type(exc).__name__)
+            response = problem_response(
+                RelayError(
+                    "the database is unavailable; retry later",
+                    503,
+                    "Service unavailable",
+                    problem("database-unavailable"),
+                )
+            )
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+            return response
         log.exception("unhandled_error", path=request.path)
         return problem_response(
             RelayError("an internal error occurred", 500, "Internal error", problem("internal"))

@@ -10,7 +10,7 @@ from relay import metrics
 from relay.http.openapi import documented
 from relay.http.schemas import Health, Readiness
 from relay.keys import STORE, UPSTREAM
-from relay.store import latest_migration_version
+from relay.store import NOT_MIGRATED, SchemaBehind, check_schema, database_problem
 
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
@@ -32,13 +32,20 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 when the database answers, the schema is current and upstream accepts our key."""
     checks: dict[str, str] = {}
+    # The same words the CLI prints, so an operator reading either knows what to fix.
     try:
-        version = await request.app[STORE].fetchval("schema_version")
-        expected = latest_migration_version()
+        await check_schema(request.app[STORE])
+        checks["database"] = checks["schema"] = "ok"
+    except SchemaBehind as exc:
         checks["database"] = "ok"
-        checks["schema"] = "ok" if version == expected else f"at {version}, expected {expected}"
+        checks["schema"] = f"at {exc.version}, expected {exc.expected}: run `relay migrate`"
     except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
+        problem = database_problem(exc)
+        if problem == NOT_MIGRATED:
+            checks["database"], checks["schema"] = "ok", problem
+        else:
+            reason = problem or f"error {type(exc).__name__}"
+            checks["database"] = f"unavailable: RELAY_DATABASE_URL: {reason}"
     upstream = request.app.get(UPSTREAM)
     checks["upstream_auth"] = (
         "failing: upstream refuses RELAY_UPSTREAM_API_KEY"

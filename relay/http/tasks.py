@@ -52,18 +52,15 @@ class TaskListQuery(BaseModel):
     {202: Task, 200: Task},
     body=TaskCreate,
     errors=(409,),
-    headers={"Idempotency-Key": "Replays return the original task (200) for 24 h or more"},
+    headers={
+        "Idempotency-Key": "Replays return the original task (200, header "
+        "`Idempotent-Replayed: true`) for 24 h or more; 1 to 255 UTF-8 characters"
+    },
 )
 async def create_task(request: web.Request) -> web.Response:
     """Validate, store, submit upstream: 202 (new) or 200 (idempotent replay)."""
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-        raise InvalidRequest(
-            "Idempotency-Key must be 1 to 255 characters",
-            [FieldError("/headers/Idempotency-Key", "must be 1 to 255 characters")],
-            status=400,
-        )
-    body = await read_body(request, TaskCreate)
+    key = _idempotency_key(request)
+    body = await read_body(request, TaskCreate, also=request.app[TASKS].field_errors)
     new_task = NewTask(
         model=body.model,
         input=body.input,
@@ -72,7 +69,36 @@ async def create_task(request: web.Request) -> web.Response:
         metadata=body.metadata,
     )
     row, created = await request.app[TASKS].create_task(request[CLIENT], new_task, key)
-    return json_response(task_json(row), status=202 if created else 200)
+    response = json_response(task_json(row), status=202 if created else 200)
+    response.headers["Location"] = f"/v1/tasks/{row['id']}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header, or None; 400 naming the header when it is unusable."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    problem = None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        problem = "must be 1 to 255 characters"
+    else:
+        # aiohttp decodes header bytes as UTF-8, keeping undecodable bytes as lone
+        # surrogates; Postgres text cannot store those, so they are refused here.
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            problem = "must be UTF-8 text (it holds bytes that are not)"
+        else:
+            if "\x00" in key:
+                problem = "must not contain the NUL character"
+    if problem is None:
+        return key
+    raise InvalidRequest(
+        f"Idempotency-Key {problem}", [FieldError("/headers/Idempotency-Key", problem)], status=400
+    )
 
 
 @routes.get("/v1/tasks")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.config import split_commas
+from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
@@ -17,12 +21,14 @@ from relay.http.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from relay.keys import CLIENT, WEBHOOKS
+from relay.keys import CATALOG, CLIENT, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
+from relay.tasks import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
 from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
 
 # Ids are short; a bound keeps junk cursors out of the queries.
 _CURSOR_MAX = 100
@@ -80,6 +86,38 @@ class EventFeedQuery(_Query):
         return split_commas(self.types or "") or None
 
 
+def _subscription_errors(request: web.Request) -> Callable[[Mapping[str, Any]], list[FieldError]]:
+    """Checks of a subscription body beyond its shape: no repeated entries, known models."""
+    catalog = request.app[CATALOG]
+
+    def check(body: Mapping[str, Any]) -> list[FieldError]:
+        errors = []
+        events, models = body.get("events"), body.get("models")
+        if isinstance(events, list):
+            errors += repeated_entries(events, "/events")
+        if isinstance(models, list):
+            known = ", ".join(catalog.names)
+            errors += [
+                FieldError(f"/models/{index}", f"unknown model {model!r}; known models: {known}")
+                for index, model in enumerate(models)
+                if isinstance(model, str) and model not in catalog
+            ]
+            errors += repeated_entries(models, "/models")
+        return errors
+
+    return check
+
+
+async def _read_subscription(request: web.Request, model: type[M]) -> M:
+    """A subscription body: its shape and its entries checked, every mistake in one 422."""
+    check = _subscription_errors(request)
+    body = await read_body(request, model, also=check)
+    errors = check(body.model_dump(exclude_unset=True))
+    if errors:
+        raise InvalidRequest("the request is invalid", errors)
+    return body
+
+
 class TaskDeliveryList(BaseModel):
     """`GET /v1/tasks/{id}/deliveries`: every delivery of the task, with attempts."""
 
@@ -97,7 +135,7 @@ class TaskDeliveryList(BaseModel):
 )
 async def create_subscription(request: web.Request) -> web.Response:
     """Create a subscription: 201 with its `secret` (shown only now and on rotation)."""
-    body = await read_body(request, SubscriptionCreate)
+    body = await _read_subscription(request, SubscriptionCreate)
     new = NewSubscription(
         url=str(body.url),
         events=list(body.events) if body.events else None,
@@ -105,7 +143,9 @@ async def create_subscription(request: web.Request) -> web.Response:
         description=body.description,
     )
     row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
-    return json_response(subscription_json(row, secret=secret), status=201)
+    response = json_response(subscription_json(row, secret=secret), status=201)
+    response.headers["Location"] = f"/v1/subscriptions/{row['id']}"
+    return response
 
 
 @routes.get("/v1/subscriptions")
@@ -140,7 +180,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 )
 async def update_subscription(request: web.Request) -> web.Response:
     """Change url, events, models, description or enabled; omitted fields stay."""
-    body = await read_body(request, SubscriptionUpdate)
+    body = await _read_subscription(request, SubscriptionUpdate)
     changes = body.model_dump(exclude_unset=True)
     if body.url is not None:
         changes["url"] = str(body.url)

@@ -19,6 +19,8 @@ BAD_SETTINGS = [
     ("RELAY_WEBHOOK_DENY_CIDRS", "notacidr"),
     ("RELAY_DATABASE_URL", "mysql://db/relay"),
     ("RELAY_WEBHOOK_TIMEOUT_S", "-3s"),
+    ("RELAY_WEBHOOK_RETRY_SCHEDULE", ""),
+    ("RELAY_WEBHOOK_RETRY_SCHEDULE", " , "),
 ]
 
 

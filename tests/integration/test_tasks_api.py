@@ -25,6 +25,7 @@ TASK_KEYS = {
 }  # fmt: skip
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ONE_MIB = 1024 * 1024
+HOOK = "https://svc.internal/hooks/video"
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -115,14 +116,19 @@ BAD_REQUESTS: dict[str, tuple[bytes, dict[str, str], int, list[str] | None]] = {
         ["/webhook_url"],
     ),
     "webhook_events_unknown": (
-        raw(body(webhook_events=["task.succeeded", "task.exploded"])),
+        raw(body(webhook_url=HOOK, webhook_events=["task.succeeded", "task.exploded"])),
         {},
         422,
         ["/webhook_events/1"],
     ),
-    "webhook_events_empty": (raw(body(webhook_events=[])), {}, 422, ["/webhook_events"]),
+    "webhook_events_empty": (
+        raw(body(webhook_url=HOOK, webhook_events=[])),
+        {},
+        422,
+        ["/webhook_events"],
+    ),
     "webhook_events_not_list": (
-        raw(body(webhook_events="task.failed")),
+        raw(body(webhook_url=HOOK, webhook_events="task.failed")),
         {},
         422,
         ["/webhook_events"],

@@ -95,3 +95,32 @@ def test_a_new_schema_file_adds_a_model_without_code(tmp_path: Path) -> None:
     assert catalog.names == ["text-to-x"]
     assert catalog.validate_input("text-to-x", {"text": "hi"}) == []
     assert [e.loc for e in catalog.validate_input("text-to-x", {})] == ["/input/text"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "images", "message"),
+    [
+        (
+            "<<<image_3>>>",
+            ["a", "b"],
+            "<<<image_3>>> refers to image_urls[2] (N counts from 1), but only 2 images are given",
+        ),
+        (
+            "<<<image_2>>>",
+            ["a"],
+            "<<<image_2>>> refers to image_urls[1] (N counts from 1), but only 1 image is given",
+        ),
+        (
+            "<<<image_1>>>",
+            None,
+            "<<<image_1>>> refers to image_urls[0] (N counts from 1), but no images are given",
+        ),
+        ("<<<image_0>>>", ["a"], "<<<image_0>>> refers to no image: N counts from 1"),
+    ],
+)
+def test_image_reference_message_says_n_counts_from_1(
+    catalog: ModelCatalog, prompt: str, images: list[str] | None, message: str
+) -> None:
+    data = {"prompt": prompt} if images is None else {"prompt": prompt, "image_urls": images}
+    [error] = catalog.validate_input("kling-video-o1", data)
+    assert error.message == message

@@ -88,12 +88,13 @@ async def test_patch_changes_only_the_given_fields(relay_app: TestClient, new_cl
 
     resp = await relay_app.patch(
         path,
-        json={"events": None, "models": ["other"], "description": None, "enabled": True},
+        # An explicit null is a value: every event type, every model (unknown models are 422).
+        json={"events": None, "models": None, "description": None, "enabled": True},
         headers=auth(client),
     )
     patched = await resp.json()
     assert patched["events"] == list(EVENT_TYPES)
-    assert patched["models"] == ["other"]
+    assert patched["models"] is None
     assert patched["description"] is None
     assert patched["enabled"] is True
     assert patched["url"] == "https://svc.internal/b"

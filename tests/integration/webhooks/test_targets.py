@@ -12,6 +12,8 @@ from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import advance, deliver_all, subscribe, task_deliveries
 from tests.receiver import Receiver
 
+MODEL = "kling-video-o1"
+
 
 async def test_subscription_receives_only_its_event_types_and_models(
     relay_app: TestClient, store: Store, new_client, receiver: Receiver, dispatchers: Dispatchers
@@ -19,7 +21,12 @@ async def test_subscription_receives_only_its_event_types_and_models(
     client = await new_client()
     await subscribe(relay_app, client, receiver.url("/finished"), events=["task.succeeded"])
     await subscribe(relay_app, client, receiver.url("/kling"), models=["kling-video-o1"])
-    await subscribe(relay_app, client, receiver.url("/other-model"), models=["other-model"])
+    other = await subscribe(relay_app, client, receiver.url("/other-model"), models=[MODEL])
+    # The API accepts known models only; a subscription to a model this relay does not
+    # serve (one whose schema was since removed) must still receive nothing.
+    await store.pool.execute(
+        "UPDATE subscriptions SET models = $1 WHERE id = $2", ["other-model"], other["id"]
+    )
     dispatcher = dispatchers.make()
 
     task = await submit_task(relay_app, client)
