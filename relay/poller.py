@@ -319,9 +319,10 @@ class Poller(Loop):
             if wanted is not None:
                 result.requests += 1
                 try:
-                    # A moved status waits for its token urgently; the others are paid for.
+                    # A moved status waits for its token (behind submissions and cancels);
+                    # the others are paid for already.
                     result.events = await self.upstream.get_events(
-                        upstream_id, paid=wanted != "moved"
+                        upstream_id, paid=wanted != "moved", urgent=False
                     )
                 except Exception as exc:
                     result.events_failed = True
