@@ -26,7 +26,7 @@ SAMPLES_PER_CLASS = 200
 # Samples kept per class in the table (the rest is pruned).
 SAMPLES_KEPT = 1000
 # Replicas re-read the samples this often; learning is slow-moving, a read is one query.
-REFRESH_S = 30.0
+REFRESH_S = 10.0
 # Old samples are pruned this often per replica.
 PRUNE_S = 600.0
 

@@ -293,7 +293,10 @@ class Poller(Loop):
     async def idle_for(self) -> float:
         """Nothing was claimed: sleep until the earliest planned poll (or budget) is due."""
         if self._starved:
-            return min(max(1.0 / self.settings.upstream_max_rps, IDLE_MIN_S), self.idle_s)
+            # The budget left nothing above the reserve: come back when the bucket should
+            # hold a token more than that (asking sooner only queues on the budget row).
+            refill = (self.budget.reserve + 1.0) / self.settings.upstream_max_rps
+            return min(max(refill, IDLE_MIN_S), IDLE_MAX_S)
         due_in = await self.store.fetchval("next_poll_due_in")
         if due_in is None:
             return self.idle_s

@@ -191,13 +191,16 @@ class TaskService:
         if paused_for > 0:
             # Upstream asked this replica to wait: answer now, the resubmitter sends it later.
             metrics.SUBMISSIONS.labels("retry").inc()
-            return await self._retry_later(row, None, 1, paused_for, requests=0) or dict(row), True
+            deferred = await self._retry_later(row, None, 1, paused_for, requests=0)
+            return deferred or dict(row), True
         if not await self.budget.take(1, urgent=True):
             # The deployment's upstream budget is spent for this instant: never make the
             # caller wait for it. The task is durable; the resubmitter sends it when a token
             # is free (submissions go before polls).
             metrics.SUBMISSIONS.labels("deferred").inc()
-            return await self._retry_later(row, None, 1, None, requests=0) or dict(row), True
+            return await self._retry_later(
+                row, None, 1, None, requests=0, upstream_failed=False
+            ) or dict(row), True
         return await self.submit_upstream(row, owner=None) or dict(row), True
 
     async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:
@@ -295,8 +298,9 @@ class TaskService:
         retry_after: float | None,
         *,
         requests: int = 1,
+        upstream_failed: bool = True,
     ) -> dict[str, Any] | None:
-        self._deferred = True
+        self._deferred = self._deferred or upstream_failed
         delay = resubmit_delay(attempts, retry_after)
         found = await self.store.fetchrow(
             "schedule_resubmit", id=row["id"], owner=owner, delay_s=delay, requests=requests

@@ -82,9 +82,12 @@ SELECT count(*) FROM (
 -- name: pull_deferred_submissions
 -- Upstream accepts again: every submission the resubmitter deferred is due now; the budget
 -- paces them. (A first attempt still in flight in the API has submit_attempts = 1.)
+-- Rows another transaction holds are skipped: they are being submitted or rescheduled.
 UPDATE tasks SET next_submit_at = now()
-WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
-  AND submit_attempts > 1 AND next_submit_at > now();
+WHERE id IN (SELECT id FROM tasks
+             WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
+               AND submit_attempts > 1 AND next_submit_at > now()
+             FOR UPDATE SKIP LOCKED);
 
 -- name: schedule_resubmit
 -- Upstream could not take the task now: try again after :delay_s seconds (:requests made).
