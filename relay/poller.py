@@ -338,8 +338,9 @@ class Poller(Loop):
             return None  # the status read failed: look again soon, events with it
         if body.get("status") in TASK_STATUSES and body.get("status") != row["status"]:
             return "moved"
-        fetched = row["events_fetched_at"]
-        if fetched is None or (datetime.now(UTC) - fetched).total_seconds() >= EVENTS_REFRESH_S:
+        # A new task's events hold nothing the submission did not say: count from its creation.
+        fetched = row["events_fetched_at"] or row["created_at"]
+        if (datetime.now(UTC) - fetched).total_seconds() >= EVENTS_REFRESH_S:
             return "background"
         return None
 
