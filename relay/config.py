@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # On top of the webhook timeout: covers DNS, reading the bounded response and the
     # completion write, so a live dispatcher never loses its lease mid-attempt.
     dispatch_lease_margin_s: float = 20.0
+    # Upstream answering 404 for a task this long fails it (`upstream_not_found`): long
+    # enough to ride out an upstream restart that briefly forgets tasks it still has.
+    upstream_not_found_after_s: float = 600.0
+    # A task not terminal after this long is asked to cancel upstream and fails (`timed_out`).
+    task_timeout_s: float = 86400.0
 
     @field_validator("database_url")
     @classmethod
@@ -123,6 +128,11 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("upstream_not_found_after_s", "task_timeout_s", mode="before")
+    @classmethod
+    def _give_up_after(cls, value: object) -> float:
         return parse_duration(value)
 
     @field_validator("webhook_retry_schedule", mode="before")

@@ -61,6 +61,8 @@ class TaskOutcome:
     events_fetched: bool = False
     events_retries: int | None = None
     requests: int = 0
+    # Upstream answered 404 for the task (True), read its status (False), or neither (None).
+    upstream_missing: bool | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **changes: Any) -> TaskOutcome:
@@ -119,6 +121,7 @@ async def record_task_outcomes(
                 "events_fetched": o.events_fetched,
                 "events_retries": o.events_retries,
                 "requests": o.requests,
+                "upstream_missing": o.upstream_missing,
             }
             for o in outcomes
         ],

@@ -43,10 +43,12 @@ log = structlog.get_logger(__name__)
 
 # Metadata is for correlation ids, not payloads.
 METADATA_MAX_BYTES = 4096
-# Resubmission backoff: doubles from 1 s, capped at 5 minutes so a long upstream outage
-# still sees each task retried a few times an hour.
+# Resubmission backoff: doubles from 1 s, capped at a minute. The first accepted submission
+# after an outage pulls every deferred one forward (`pull_deferred_submissions`), but only
+# in a replica that deferred something; the cap bounds recovery everywhere else (a replica
+# restarted meanwhile) to a minute, while the budget, not this delay, protects upstream.
 RESUBMIT_BASE_S = 1.0
-RESUBMIT_MAX_S = 300.0
+RESUBMIT_MAX_S = 60.0
 # How long a submission may be in flight before the resubmitter assumes its caller died.
 SUBMIT_LEASE_MARGIN_S = 15.0
 

@@ -113,7 +113,11 @@ UPDATE tasks t
 SET lease_owner = :owner, next_poll_at = now() + make_interval(secs => :lease_s)
 FROM due
 WHERE t.id = due.id
-RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s;
+RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
+    -- how long upstream has answered 404 (NULL: it has not) and the task's age, on the
+    -- database's clock like every other time the poller compares
+    extract(epoch FROM now() - t.upstream_missing_since)::float8 AS missing_for_s,
+    extract(epoch FROM now() - t.created_at)::float8 AS age_s;
 
 -- name: history_keys
 -- What is already recorded for these tasks, to diff upstream's events against (and the
@@ -148,13 +152,16 @@ SET status = u.status,
     last_polled_at = coalesce(u.looked_at, t.last_polled_at),
     events_fetched_at = CASE WHEN u.events_fetched THEN now() ELSE t.events_fetched_at END,
     events_retries = coalesce(u.events_retries, t.events_retries),
-    upstream_requests = t.upstream_requests + coalesce(u.requests, 0)
+    upstream_requests = t.upstream_requests + coalesce(u.requests, 0),
+    upstream_missing_since = CASE WHEN u.upstream_missing IS NULL THEN t.upstream_missing_since
+                                  WHEN u.upstream_missing THEN coalesce(t.upstream_missing_since, now())
+                                  END
 FROM jsonb_to_recordset(:updates::jsonb) AS u(
     id text, status text, upstream_task_id text, upstream_request_id text,
     cost_estimate float8, cost_actual float8, output jsonb, error jsonb, changed bool,
     new_events int, poll_interval_s float8, poll_delay_s float8,
     phase_started_at timestamptz, looked_at timestamptz, events_fetched bool,
-    events_retries int, requests int)
+    events_retries int, requests int, upstream_missing bool)
 WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import math
 import time
 from typing import Any, Protocol
 
@@ -63,8 +64,19 @@ class UpstreamMalformed(UpstreamError):
 
 
 def number_field(value: Any, default: float | None = None) -> float | None:
-    """A numeric field of an upstream answer as a float; `default` when absent or not a number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A numeric field of an upstream answer as a float; `default` when absent or not a number.
+
+    A number sent as a string (`"0.0756"`) is read too: upstream's JSON encoder may quote
+    decimals, and the amount is what matters. Non-finite values are not amounts.
+    """
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return default
+    if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return default
 

@@ -11,9 +11,10 @@ import pytest
 
 from relay.keys import BUDGET, DURATIONS, RUNTIME, UPSTREAM
 from relay.outcomes import record_task_outcomes
-from relay.poller import Poller, PollerSettings, diff_task
+from relay.poller import Poller, PollerSettings
 from relay.store import Store
 from relay.upstream.simulator import SimulatorConfig, SimulatorState
+from relay.upstream_diff import diff_task
 from tests.helpers import SIM_KEY, auth, history, submit, wait_for
 
 
@@ -228,7 +229,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
 
 
 def _empty_result():
-    from relay.poller import PollResult
+    from relay.upstream_diff import PollResult
 
     return PollResult(None, None)
 

@@ -71,3 +71,10 @@ def test_roles_keep_the_canonical_order_whatever_the_input_order() -> None:
 def test_poll_interval_bounds_out_of_order_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="RELAY_POLL_INTERVAL_MAX_S"):
         load_settings(poll_interval_min_s="10s", poll_interval_max_s="5s")
+
+
+def test_upstream_give_up_settings_default_and_accept_durations() -> None:
+    defaults = Settings(database_url=None)
+    assert (defaults.upstream_not_found_after_s, defaults.task_timeout_s) == (600.0, 86400.0)
+    custom = Settings(upstream_not_found_after_s="10m", task_timeout_s="2h")
+    assert (custom.upstream_not_found_after_s, custom.task_timeout_s) == (600.0, 7200.0)
