@@ -326,8 +326,16 @@ async def check_schema(store: Store) -> None:
         raise SchemaBehind(version, expected)
 
 
+# A pooled connection whose backend was just terminated can fail its next use with a client
+# state error ("connection is closed", "cannot switch to state ...; another operation is in
+# progress") instead of a connection error: the same outage, seen from the driver.
+_LOST_CONNECTION_WORDS = ("connection is closed", "another operation", "connection was closed")
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """True when `exc` means the database cannot be used right now (answer 503, not 500)."""
+    if isinstance(exc, asyncpg.exceptions.InternalClientError | asyncpg.InterfaceError):
+        return any(words in str(exc) for words in _LOST_CONNECTION_WORDS)
     return isinstance(exc, DATABASE_UNAVAILABLE) or type(exc) is _NOT_ACCEPTING_CONNECTIONS
 
 
