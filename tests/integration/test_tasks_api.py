@@ -21,7 +21,7 @@ MODEL = "kling-video-o1"
 TASK_KEYS = {
     "id", "model", "status", "upstream_task_id", "upstream_request_id", "cost_estimate",
     "cost_actual", "output", "error", "metadata", "webhook_url", "webhook_events",
-    "created_at", "updated_at", "completed_at",
+    "created_at", "updated_at", "completed_at", "client",
 }  # fmt: skip
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ONE_MIB = 1024 * 1024
