@@ -1,4 +1,4 @@
-"""A client's own signing secret (per-task webhook_url) and what revoking its keys leaves running."""
+"""A client's signing secret (per-task webhook_url), and what revoking its keys leaves running."""
 
 from __future__ import annotations
 
