@@ -17,8 +17,11 @@ LOCK_DEV_ARGS := --extra embedded --group dev
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
 	bench-poller bench-dispatcher bench-latency clean
 
+# A first run installs for a minute or two: say so, so a quiet terminal is not taken for a hang.
 $(STAMP): requirements-dev.lock pyproject.toml
+	@echo "==> creating $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> installing mindvideo-relay and its locked dependencies into $(VENV) (a minute or two) ..."
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	# (more editable installs of this repository's own packages go here, e.g. clients/python)
@@ -64,6 +67,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	@echo "==> starting the demo (an embedded Postgres the first time takes a few seconds)"
 	$(BIN)/relay demo
 
 # Upstream change -> webhook delay against the simulator's realistic timing, both scenarios

@@ -12,6 +12,7 @@ from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.durations import DurationModel
 from relay.egress import create_webhook_session
+from relay.http import clients as client_routes
 from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     if "api" in settings.roles:
         app.add_routes(task_routes.routes)
         app.add_routes(webhook_routes.routes)
+        app.add_routes(client_routes.routes)
     return app
 
 

@@ -7,9 +7,14 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from relay.store import Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -69,10 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
         type=_client_name,
         help=f"the client's unique name, 1 to {CLIENT_NAME_MAX} characters",
     )
-    create.add_argument("--admin", action="store_true", help="the client sees every task")
-    key_commands.add_parser("list", help="list clients (never their keys)", **own)
-    revoke = key_commands.add_parser("revoke", help="revoke a client's key at once", **own)
+    create.add_argument(
+        "--role",
+        choices=("client", "admin", "auditor"),
+        default=None,
+        help="client: sees and changes its own resources; admin: every client's; "
+        "auditor: reads every client's, changes nothing (default: client)",
+    )
+    create.add_argument("--admin", action="store_true", help="the same as --role admin")
+    add = key_commands.add_parser(
+        "add", help="print a new API key for an existing client (rotation: add, then revoke)", **own
+    )
+    add.add_argument("name", help="the name given to `relay keys create`")
+    key_commands.add_parser(
+        "list", help="list each client's keys: prefix, creation, last use (never the keys)", **own
+    )
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke one key of a client (--key) or all of them, at once", **own
+    )
     revoke.add_argument("name", help="the name given to `relay keys create`")
+    revoke.add_argument(
+        "--key",
+        metavar="PREFIX",
+        help="revoke only the live key starting with this prefix, as `relay keys list` shows it "
+        "(default: every key of the client)",
+    )
+    rotate = key_commands.add_parser(
+        "rotate-secret",
+        help="new webhook signing secret; the old one also signs for 24 h "
+        "(RELAY_SECRET_ROTATION_OVERLAP_S)",
+        **own,
+    )
+    rotate.add_argument("name", help="the name given to `relay keys create`")
 
     demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine", **own)
     demo.add_argument("--tasks", type=int, default=3, help="how many sample tasks to submit")
@@ -176,33 +209,65 @@ async def _migrate(dsn: str) -> int:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from relay import clients
-    from relay.errors import Conflict
+    from relay.errors import RelayError
     from relay.store import Store
 
     assert settings.database_url
     store = await Store.open(settings.database_url, size=2)
     try:
-        if args.keys_command == "create":
-            try:
-                key, secret = await clients.create_client(store, args.name, admin=args.admin)
-            except Conflict as exc:
-                print(f"relay: {exc.detail}", file=sys.stderr)
-                return EXIT_FAILURE
-            print(f"client:         {args.name}{' (admin)' if args.admin else ''}")
-            print(f"api key:        {key}")
-            print(f"signing secret: {secret}")
-            print("Store both now: they are not shown again.")
-        elif args.keys_command == "list":
-            for row in await clients.list_clients(store):
-                state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
-                role = "admin" if row["is_admin"] else "client"
-                print(f"{row['name']}\t{role}\t{row['key_prefix']}…\t{state}")
-        elif not await clients.revoke_client(store, args.name):
-            print(f"relay: no active client named {args.name!r}", file=sys.stderr)
-            return EXIT_FAILURE
-        else:
-            print(f"revoked {args.name}")
+        return await _key_command(store, settings, args)
+    except RelayError as exc:  # an unknown client, a taken name, an ambiguous prefix
+        print(f"relay: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         await store.close()
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M}Z" if value else "never"
+
+
+async def _key_command(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    from relay import clients
+
+    if args.keys_command == "create":
+        role = args.role or ("admin" if args.admin else "client")
+        if args.admin and role != "admin":
+            print(f"relay: --admin contradicts --role {role}", file=sys.stderr)
+            return EXIT_USAGE
+        key, secret = await clients.create_client(store, args.name, role=role)
+        print(f"client:         {args.name}{'' if role == 'client' else f' ({role})'}")
+        print(f"api key:        {key}")
+        print(f"signing secret: {secret}")
+        print("Store both now: they are not shown again.")
+    elif args.keys_command == "add":
+        key = await clients.add_key(store, args.name)
+        print(f"client:  {args.name}")
+        print(f"api key: {key}")
+        print(f"prefix:  {key[: clients.KEY_PREFIX_LENGTH]}")
+        print("Store it now: it is not shown again. The client's other keys keep working")
+        print(f"until revoked: relay keys revoke {args.name} --key PREFIX")
+    elif args.keys_command == "list":
+        print("client\trole\tkey\tcreated\tlast used\tstate")
+        for row in await clients.list_keys(store):
+            if row["key_prefix"] is None:
+                print(f"{row['name']}\t{row['role']}\t-\t-\t-\tno keys")
+                continue
+            state = f"revoked {_when(row['revoked_at'])}" if row["revoked_at"] else "active"
+            print(
+                f"{row['name']}\t{row['role']}\t{row['key_prefix']}…\t{_when(row['created_at'])}"
+                f"\t{_when(row['last_used_at'])}\t{state}"
+            )
+    elif args.keys_command == "revoke":
+        prefix = args.key.rstrip("…") if args.key is not None else None
+        revoked = await clients.revoke_keys(store, args.name, prefix)
+        print(f"revoked {len(revoked)} key(s) of {args.name}: {', '.join(revoked)}")
+    else:
+        secret, until = await clients.rotate_signing_secret_by_name(
+            store, args.name, settings.secret_rotation_overlap_s
+        )
+        print(f"client:         {args.name}")
+        print(f"signing secret: {secret}")
+        print(f"Store it now: it is not shown again. Until {_when(until)} webhooks carry")
+        print("signatures by both the new and the previous secret.")
     return EXIT_OK

@@ -11,6 +11,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROLES = ("api", "poller", "dispatcher")
+# Webhook targets never called by default: what a receiver URL could use to reach the relay's
+# own pod (loopback, and the unspecified address that dials it) or the cloud metadata service
+# (link-local). IPv4-mapped IPv6 forms (::ffff:127.0.0.1) are checked as their IPv4 address.
+# Private ranges stay allowed: internal receivers live there. Tests and the demo, whose
+# receivers run on loopback, set the variable without loopback.
+DEFAULT_WEBHOOK_DENY_CIDRS = (
+    "127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10",
+)  # fmt: skip
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -66,7 +74,7 @@ class Settings(BaseSettings):
     )  # fmt: skip
     webhook_deny_cidrs: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
-    ] = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+    ] = tuple(ipaddress.ip_network(n) for n in DEFAULT_WEBHOOK_DENY_CIDRS)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = 20.0

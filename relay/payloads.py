@@ -36,6 +36,7 @@ def task_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "completed_at": iso(row["completed_at"]),
+        "client": row["client_name"],
     }
 
 

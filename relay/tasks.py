@@ -327,14 +327,21 @@ class TaskService:
         created_after: datetime | None,
         cursor: str | None,
         limit: int,
+        created_before: datetime | None = None,
+        client_name: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of tasks, newest first, and the cursor of the next page (or None)."""
+        """A page of tasks, newest first, and the cursor of the next page (or None).
+
+        `client_name` narrows to one client's tasks, within what the caller may see.
+        """
         rows = await self.store.fetch(
             "list_tasks",
             scope=client.scope,
             status=status,
             model=model,
             created_after=created_after,
+            created_before=created_before,
+            client=client_name,
             cursor=cursor,
             limit=limit + 1,
         )

@@ -2,30 +2,71 @@
 -- Parameters are named (`:owner`); relay.store turns them into `$n` when it loads this file.
 
 -- name: insert_client
--- Register a client (nothing when the name is taken); the key is stored only as its sha256.
-INSERT INTO clients (name, key_hash, key_prefix, signing_secret, is_admin)
-VALUES (:name, :key_hash, :key_prefix, :signing_secret, :is_admin)
+-- Register a client (nothing when the name is taken); its keys live in client_keys.
+INSERT INTO clients (name, signing_secret, role)
+VALUES (:name, :signing_secret, :role)
 ON CONFLICT (name) DO NOTHING
-RETURNING id, name, is_admin, created_at;
+RETURNING id, name, role, created_at;
 
--- name: list_clients
--- Every client, never the key nor the secret.
-SELECT id, name, key_prefix, is_admin, created_at, revoked_at FROM clients ORDER BY id;
+-- name: insert_client_key
+-- One more API key for a client, stored only as its sha256.
+INSERT INTO client_keys (client_id, key_hash, key_prefix)
+VALUES (:client_id, :key_hash, :key_prefix)
+RETURNING id, key_prefix, created_at;
 
--- name: revoke_client
--- Revocation is immediate: authentication reads this row on every request.
-UPDATE clients SET revoked_at = now() WHERE name = :name AND revoked_at IS NULL RETURNING id;
+-- name: get_client_by_name
+-- A client by its unique name (the CLI's handle on it).
+SELECT id, name, role FROM clients WHERE name = :name;
+
+-- name: list_client_keys
+-- Every client with each of its keys (prefix and dates, never the hash nor the secret).
+SELECT c.name, c.role, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at
+FROM clients c LEFT JOIN client_keys k ON k.client_id = c.id
+ORDER BY c.id, k.id;
+
+-- name: live_client_keys
+-- A client's keys not yet revoked, oldest first.
+SELECT id, key_prefix FROM client_keys
+WHERE client_id = :client_id AND revoked_at IS NULL
+ORDER BY id;
+
+-- name: revoke_client_keys
+-- Revocation is immediate: authentication reads the key's row on every request.
+UPDATE client_keys SET revoked_at = now()
+WHERE id = ANY(:ids::bigint[]) AND revoked_at IS NULL
+RETURNING key_prefix;
 
 -- name: authenticate_client
--- The client behind a key hash, unless revoked.
-SELECT id, name, is_admin FROM clients WHERE key_hash = :key_hash AND revoked_at IS NULL;
+-- The client behind a live key hash, and whether the key's last use is recent enough
+-- (within :touch_after_s) that it need not be written again.
+SELECT c.id, c.name, c.role, k.id AS key_id, k.key_prefix,
+       coalesce(k.last_used_at > now() - make_interval(secs => :touch_after_s), false)
+           AS recently_used
+FROM client_keys k JOIN clients c ON c.id = k.client_id
+WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
+
+-- name: touch_client_key
+-- Record a key's use; a no-op when another request of the same minute already did.
+UPDATE client_keys SET last_used_at = now()
+WHERE id = :id
+  AND (last_used_at IS NULL OR last_used_at <= now() - make_interval(secs => :touch_after_s));
+
+-- name: rotate_client_secret
+-- New signing secret for per-task webhooks; the old one keeps signing until
+-- :previous_secret_until (dual signatures, as for subscriptions).
+UPDATE clients
+SET previous_signing_secret = signing_secret, previous_signing_secret_until = :previous_secret_until,
+    signing_secret = :secret
+WHERE id = :id
+RETURNING id, previous_signing_secret_until;
 
 -- name: insert_task
 -- A new task, durable before anything is sent upstream; the submit lease lasts :submit_lease_s.
 INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
-                   submit_attempts, next_submit_at)
+                   submit_attempts, next_submit_at, client_name)
 VALUES (:id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
-        1, now() + make_interval(secs => :submit_lease_s))
+        1, now() + make_interval(secs => :submit_lease_s),
+        (SELECT name FROM clients WHERE id = :client_id))
 RETURNING *;
 
 -- name: insert_idempotency_key
@@ -44,12 +85,15 @@ SELECT request_hash, task_id FROM idempotency_keys WHERE client_id = :client_id 
 SELECT * FROM tasks WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_tasks
--- Newest first by time-ordered id; the cursor is the last id seen.
+-- Newest first by time-ordered id; the cursor is the last id seen. :client filters by
+-- client name (within :scope, so a client naming another sees nothing).
 SELECT * FROM tasks
 WHERE (:scope::bigint IS NULL OR client_id = :scope)
   AND (:status::text IS NULL OR status = :status)
   AND (:model::text IS NULL OR model = :model)
   AND (:created_after::timestamptz IS NULL OR created_at > :created_after)
+  AND (:created_before::timestamptz IS NULL OR created_at < :created_before)
+  AND (:client::text IS NULL OR client_id = (SELECT id FROM clients WHERE name = :client))
   AND (:cursor::text IS NULL OR id < :cursor)
 ORDER BY id DESC
 LIMIT :limit;
@@ -193,6 +237,7 @@ RETURNING id;
 
 -- name: insert_deliveries
 -- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
+-- Revoking a client's keys stops its API calls, not deliveries for tasks already accepted.
 WITH ev AS (
     SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
            t.webhook_events
@@ -205,8 +250,7 @@ WITH ev AS (
     JOIN subscriptions s ON s.deleted_at IS NULL AND s.enabled
         AND (s.events IS NULL OR ev.type = ANY (s.events))
         AND (s.models IS NULL OR ev.model = ANY (s.models))
-    JOIN clients c ON c.id = s.client_id AND c.revoked_at IS NULL
-        AND (c.id = ev.client_id OR c.is_admin)
+    JOIN clients c ON c.id = s.client_id AND (c.id = ev.client_id OR c.role = 'admin')
     UNION ALL
     SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
            'url:' || ev.webhook_url
@@ -345,8 +389,10 @@ RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count,
           w.payload::text AS body, w.created_at AS event_created_at,
           extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
           coalesce(s.secret, c.signing_secret) AS secret,
-          CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
-              AS previous_secret;
+          CASE WHEN due.subscription_id IS NOT NULL
+               THEN CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
+               WHEN c.previous_signing_secret_until > :now THEN c.previous_signing_secret
+          END AS previous_secret;
 
 -- name: complete_deliveries
 -- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.

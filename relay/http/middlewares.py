@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from relay import clients, metrics
 from relay.errors import (
     FieldError,
+    Forbidden,
     InvalidRequest,
     NotFound,
     RelayError,
@@ -29,6 +30,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_JSON = "application/problem+json"
 # Operational endpoints answer without a key (probes and scrapers have none).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# What a read-only (auditor) key may send.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # While the database is unavailable clients are told to come back: a pool reconnects within
 # seconds of the server returning, so a short wait beats hammering a recovering server.
 DATABASE_RETRY_AFTER_S = 5
@@ -172,4 +175,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise Unauthorized("unknown or revoked API key")
     request[CLIENT] = client
     structlog.contextvars.bind_contextvars(client=client.name)
+    if not client.can_write and request.method not in READ_METHODS:
+        # One rule for every route, present and future: an auditor reads, never writes.
+        raise Forbidden(f"an {client.role} key may only read (GET); {request.method} refused")
     return await handler(request)

@@ -21,9 +21,12 @@ from relay.models_catalog import ModelCatalog
 
 H = TypeVar("H", bound=Callable[..., Any])
 _DOC_ATTR = "__relay_openapi__"
+# Methods an auditor key is refused (see relay.http.middlewares.authenticate).
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
 PROBLEM_STATUSES = {
     400: "Malformed request",
     401: "Missing, unknown or revoked API key",
+    403: "Forbidden: an auditor key reads everything and changes nothing",
     404: "Not found (or another client's)",
     409: "Conflict",
     413: "Body over 1 MiB",
@@ -195,6 +198,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         error_statuses = set(doc.errors) | {500}
         if doc.auth:
             error_statuses |= {401}
+            if method in WRITE_METHODS:
+                error_statuses |= {403}
         if doc.body is not None:
             error_statuses |= {400, 413, 422}
         if doc.query is not None or params:

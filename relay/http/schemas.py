@@ -49,6 +49,7 @@ class Task(BaseModel):
     created_at: str
     updated_at: str
     completed_at: str | None
+    client: str = Field(description="name of the client that submitted the task")
 
 
 class TaskPage(BaseModel):
@@ -200,3 +201,12 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
+
+
+class SigningSecret(BaseModel):
+    """A client's new signing secret for per-task `webhook_url` (shown once)."""
+
+    secret: str
+    previous_secret_expires_at: str = Field(
+        description="until then webhooks also carry a signature by the previous secret"
+    )

@@ -29,8 +29,24 @@ class TaskListQuery(BaseModel):
     status: TaskStatus | None = None
     model: str | None = None
     created_after: datetime | None = None
+    created_before: datetime | None = None
+    client: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="only this client's tasks (for admin and auditor keys; a client key "
+        "sees only its own tasks either way)",
+    )
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=100)
+
+    @field_validator("created_before")
+    @classmethod
+    def _before_in_utc(cls, value: datetime | None) -> datetime | None:
+        # "before 12:00:00.123Z" already excludes every task of that millisecond.
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
     @field_validator("created_after")
     @classmethod
@@ -111,6 +127,8 @@ async def list_tasks(request: web.Request) -> web.Response:
         status=query.status,
         model=query.model,
         created_after=query.created_after,
+        created_before=query.created_before,
+        client_name=query.client,
         cursor=query.cursor,
         limit=query.limit,
     )

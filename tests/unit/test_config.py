@@ -56,9 +56,10 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.webhook_retry_schedule == (
         5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
     )  # fmt: skip
-    assert settings.webhook_deny_cidrs == (
-        ipaddress.ip_network("169.254.0.0/16"),
-        ipaddress.ip_network("fe80::/10"),
+    # Loopback, unspecified and link-local (IPv4 and IPv6); private ranges stay allowed.
+    assert settings.webhook_deny_cidrs == tuple(
+        ipaddress.ip_network(n)
+        for n in ("127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10")
     )
     assert (settings.log_format, settings.log_level) == ("json", "info")
     assert settings.shutdown_grace_s == 20

@@ -144,7 +144,5 @@ async def test_an_unknown_parameter_is_a_type_error_naming_query_and_parameter()
 async def test_a_parameter_may_be_called_name() -> None:
     # The query name is positional-only, so `name=` is free for the query's own parameter.
     db = Db(RefusingExecutor())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"'insert_client' is missing parameter\(s\): key_hash"):
-        await db.execute(
-            "insert_client", name="acme", key_prefix="rk_", signing_secret="s", is_admin=False
-        )
+    with pytest.raises(TypeError, match=r"'insert_client' is missing parameter\(s\): role"):
+        await db.execute("insert_client", name="acme", signing_secret="s")
