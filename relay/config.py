@@ -14,6 +14,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from relay.models_catalog import UnknownModels, load_schema_dir
+
 ROLES = ("api", "poller", "dispatcher")
 T = TypeVar("T")
 
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
     # More `<model>.schema.json` files (e.g. a mounted ConfigMap) next to the shipped ones.
     model_schemas_dir: Path | None = None
     # A model without a schema: refused with 422 (reject) or sent upstream unchecked (forward).
-    unknown_models: Literal["reject", "forward"] = "reject"
+    unknown_models: UnknownModels = "reject"
 
     # Tuning knobs (not part of the contract; defaults suit one replica on two cores).
     poll_batch_size: int = Field(500, ge=1, le=5000)
@@ -148,9 +150,12 @@ class Settings(BaseSettings):
 
     @field_validator("model_schemas_dir")
     @classmethod
-    def _directory(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
+    def _schemas_dir(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            if not value.is_dir():
+                raise ValueError(f"{value} is not a directory")
+            # Loaded once here so a bad file stops start-up naming it (and this variable).
+            load_schema_dir(value)
         return value
 
     @field_validator("log_format", "log_level", "unknown_models", mode="before")

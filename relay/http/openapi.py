@@ -95,6 +95,10 @@ def _task_create_per_model(base: dict[str, Any], catalog: ModelCatalog) -> dict[
             "input": catalog.schema(name),
         }
         variants.append({**base, "title": f"TaskCreate ({name})", "properties": properties})
+    if catalog.unknown_models == "forward":
+        # RELAY_UNKNOWN_MODELS=forward: any other model, its input judged by upstream.
+        other = {**base["properties"], "model": {"not": {"enum": catalog.names}, "type": "string"}}
+        variants.append({**base, "title": "TaskCreate (other models)", "properties": other})
     return {"title": base.get("title", "TaskCreate"), "oneOf": variants}
 
 

@@ -130,3 +130,21 @@ def test_load_settings_stops_on_an_unknown_variable(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RELAY_LOG_LEVL", "debug")
     with pytest.raises(ConfigError, match=r"RELAY_LOG_LEVL: .*did you mean RELAY_LOG_LEVEL"):
         load_settings()
+
+
+def test_model_schemas_dir_with_a_broken_file_names_the_variable_and_file(tmp_path: Path) -> None:
+    (tmp_path / "acme.schema.json").write_text("[")
+    with pytest.raises(ConfigError, match=r"^RELAY_MODEL_SCHEMAS_DIR: acme\.schema\.json: "):
+        load_settings(model_schemas_dir=str(tmp_path))
+
+
+def test_model_schemas_dir_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^RELAY_MODEL_SCHEMAS_DIR: .* is not a directory"):
+        load_settings(model_schemas_dir=str(tmp_path / "missing"))
+
+
+def test_unknown_models_policy_is_reject_or_forward() -> None:
+    assert load_settings().unknown_models == "reject"
+    assert load_settings(unknown_models="FORWARD").unknown_models == "forward"
+    with pytest.raises(ConfigError, match=r"^RELAY_UNKNOWN_MODELS: "):
+        load_settings(unknown_models="allow")
