@@ -17,11 +17,12 @@ LOCK_DEV_ARGS := --extra embedded --group dev
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
 	bench-latency clean
 
+# The project's own packages are installed editable without resolving anything more; more
+# of this repository's packages (e.g. clients/python) get their `pip install -e` line here.
 $(STAMP): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	# (more editable installs of this repository's own packages go here, e.g. clients/python)
 	touch $(STAMP)
 
 venv: $(STAMP)
