@@ -15,8 +15,10 @@ LOCK_RUNTIME_ARGS :=
 LOCK_DEV_ARGS := --extra embedded --group dev
 
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
-	bench-poller bench-dispatcher bench-latency clean
+	bench-latency clean
 
+# The project's own packages are installed editable without resolving anything more; more
+# of this repository's packages (e.g. clients/python) get their `pip install -e` line here.
 # A first run installs for a minute or two: say so, so a quiet terminal is not taken for a hang.
 $(STAMP): requirements-dev.lock pyproject.toml
 	@echo "==> creating $(VENV) (first run only)"
@@ -24,7 +26,6 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	@echo "==> installing mindvideo-relay and its locked dependencies into $(VENV) (a minute or two) ..."
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	# (more editable installs of this repository's own packages go here, e.g. clients/python)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -51,9 +52,10 @@ lock-check: $(STAMP)
 	{ echo "lock-check: the lock files do not match pyproject.toml: run 'make lock' and commit" >&2; exit 1; }
 	@echo "lock-check: requirements.lock and requirements-dev.lock match pyproject.toml"
 
-# CI: one version number. The chart's appVersion must be relay.__version__.
+# One version number: relay.__version__ is the package's, `relay --version`'s and the chart's
+# appVersion (also part of `make test`).
 version-check: $(STAMP)
-	$(BIN)/python scripts/check_version.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_version.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

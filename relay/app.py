@@ -13,6 +13,7 @@ from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.durations import DurationModel
 from relay.egress import create_webhook_session
 from relay.http import clients as client_routes
+from relay.http import models as model_routes
 from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
@@ -54,7 +55,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_context, problems, authenticate],
     )
     app[SETTINGS] = settings
-    app[CATALOG] = ModelCatalog()
+    app[CATALOG] = ModelCatalog(
+        extra_dir=settings.model_schemas_dir, unknown_models=settings.unknown_models
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_services)
@@ -65,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(task_routes.routes)
         app.add_routes(webhook_routes.routes)
         app.add_routes(client_routes.routes)
+        app.add_routes(model_routes.routes)
     return app
 
 

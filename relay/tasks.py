@@ -115,7 +115,7 @@ class TaskService:
                 errors.append(FieldError("/webhook_url", denied))
         if errors:
             detail = f"{len(errors)} validation error(s) in the request"
-            if task.model not in self.catalog:
+            if not self.catalog.accepts(task.model):
                 known = ", ".join(self.catalog.names)
                 detail = f"unknown model {task.model!r}; known models: {known}"
             raise InvalidRequest(detail, errors)
@@ -132,8 +132,10 @@ class TaskService:
             if model in self.catalog:
                 if isinstance(task_input, dict):
                     errors += self.catalog.validate_input(model, task_input)
-            else:
+            elif not self.catalog.accepts(model):
                 # The input cannot be checked without a schema; other fields still can.
+                # (Accepted without one only under RELAY_UNKNOWN_MODELS=forward: then
+                # upstream judges the input and its 4xx fails the task.)
                 errors.append(
                     FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")
                 )

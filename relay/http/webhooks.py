@@ -100,7 +100,7 @@ def _subscription_errors(request: web.Request) -> Callable[[Mapping[str, Any]], 
             errors += [
                 FieldError(f"/models/{index}", f"unknown model {model!r}; known models: {known}")
                 for index, model in enumerate(models)
-                if isinstance(model, str) and model not in catalog
+                if isinstance(model, str) and not catalog.accepts(model)
             ]
             errors += repeated_entries(models, "/models")
         return errors
