@@ -27,7 +27,7 @@ from relay.errors import (
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.pagination import keyset_page
+from relay.pagination import id_cursor, keyset_page
 from relay.store import Store
 from relay.upstream.client import (
     UpstreamAuthError,
@@ -322,14 +322,17 @@ class TaskService:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of tasks, newest first, and the cursor of the next page (or None)."""
+        """A page of tasks, newest first, and the cursor of the next page (or None).
+
+        A cursor that is not a task id is a 422 at `/query/cursor`.
+        """
         rows = await self.store.fetch(
             "list_tasks",
             scope=client.scope,
             status=status,
             model=model,
             created_after=created_after,
-            cursor=cursor,
+            cursor=id_cursor(cursor, "tsk"),
             limit=limit + 1,
         )
         return keyset_page(rows, limit)
