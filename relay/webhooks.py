@@ -232,8 +232,6 @@ class WebhookService:
         A disabled subscription's recovered deliveries wait until it is re-enabled.
         """
         async with self.store.transaction() as db:
-            # As for re-enabling: parked rows are only ever written under the feed lock.
-            await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
             row = await db.fetchrow(
                 "recover_subscription",
                 id=subscription_id,

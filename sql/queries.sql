@@ -524,6 +524,9 @@ WITH sub AS (
     SELECT s.id, s.client_id, s.url, s.events, s.models, s.enabled, s.created_at, c.is_admin
     FROM subscriptions s JOIN clients c ON c.id = s.client_id
     WHERE s.id = :id AND s.deleted_at IS NULL AND (:scope::bigint IS NULL OR s.client_id = :scope)
+    -- Re-enabling updates this row, then resumes parked deliveries: it waits for this
+    -- statement's rows to commit, or this reads it already enabled (never parked for good).
+    FOR SHARE OF s
 ), owed AS (
     SELECT w.id AS event_id, w.seq, w.task_id, d.id AS delivery_id
     FROM sub
