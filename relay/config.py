@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
         5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
     )  # fmt: skip
+    # A subscription every delivery attempt of which has failed this long is disabled (with a
+    # reason) until re-enabled: 5 days, as Svix does, outlasts any outage worth waiting for.
+    webhook_disable_after_s: float = 432000.0
     webhook_deny_cidrs: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = tuple(ipaddress.ip_network(n) for n in DEFAULT_WEBHOOK_DENY_CIDRS)
@@ -137,6 +140,7 @@ class Settings(BaseSettings):
         "poll_target_delay_s",
         "upstream_timeout_s",
         "webhook_timeout_s",
+        "webhook_disable_after_s",
         "shutdown_grace_s",
         "poll_lease_s",
         "dispatch_idle_poll_s",

@@ -65,11 +65,21 @@ class DispatcherSettings:
     webhook_timeout_s: float
     webhook_retry_schedule: Sequence[float]
     webhook_deny_cidrs: Sequence[Network]
+    webhook_disable_after_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherSettings:
         """Pick this loop's values out of the process settings."""
         return settings_subset(cls, settings)
+
+
+def _duration_text(seconds: float) -> str:
+    """`5 days`, `2 hours`, `90s`: the disable threshold as the reason states it."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g}s"
 
 
 class Dispatcher(Loop):
@@ -261,10 +271,14 @@ class Dispatcher(Loop):
         schedule = self.settings.webhook_retry_schedule
         outcomes = []
         gone = []
+        succeeded: set[str] = set()
+        failed: set[str] = set()
         for row, result in finished:
             step = plan_next_step(result, row["retry_index"], schedule)
             if step.disable_subscription and row["subscription_id"]:
                 gone.append(row["subscription_id"])
+            if row["subscription_id"]:
+                (succeeded if result.succeeded else failed).add(row["subscription_id"])
             outcomes.append((row, result, step))
         async with self.store.transaction() as db:
             recorded = await db.fetch(
@@ -291,9 +305,32 @@ class Dispatcher(Loop):
                 disabled = await db.fetch(
                     "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
                 )
+            failing = []
+            if succeeded or failed:
+                # A success ends a subscription's run of failures; a run of failures that has
+                # lasted webhook_disable_after_s disables it, as a 410 does.
+                changed = await db.fetch(
+                    "record_subscription_health",
+                    succeeded=sorted(succeeded),
+                    failed=sorted(failed),
+                    disable_after_s=self.settings.webhook_disable_after_s,
+                    disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
+                )
+                failing = [r for r in changed if r["disabled"]]
+            if disabled or failing:
+                await db.execute(
+                    "park_subscription_deliveries", ids=[r["id"] for r in (*disabled, *failing)]
+                )
         recorded_ids = {r["delivery_id"] for r in recorded}
         for subscription in disabled:
             log.warning("subscription_disabled", subscription_id=subscription["id"], status=410)
+            metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
+        for subscription in failing:
+            log.warning(
+                "subscription_disabled",
+                subscription_id=subscription["id"],
+                failing_for_s=self.settings.webhook_disable_after_s,
+            )
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
         for row, result, step in outcomes:
             if row["id"] not in recorded_ids:

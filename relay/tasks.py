@@ -27,7 +27,7 @@ from relay.errors import (
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.pagination import keyset_page
+from relay.pagination import id_cursor, keyset_page
 from relay.store import Store
 from relay.upstream.client import (
     UpstreamAuthError,
@@ -335,6 +335,7 @@ class TaskService:
         """A page of tasks, newest first, and the cursor of the next page (or None).
 
         `client_name` narrows to one client's tasks, within what the caller may see.
+        A cursor that is not a task id is a 422 at `/query/cursor`.
         """
         rows = await self.store.fetch(
             "list_tasks",
@@ -344,7 +345,7 @@ class TaskService:
             created_after=created_after,
             created_before=created_before,
             client=client_name,
-            cursor=cursor,
+            cursor=id_cursor(cursor, "tsk"),
             limit=limit + 1,
         )
         return keyset_page(rows, limit)

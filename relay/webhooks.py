@@ -20,9 +20,9 @@ from relay.clients import Client, new_signing_secret
 from relay.egress import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
 from relay.ids import new_id
-from relay.pagination import keyset_page
-from relay.payloads import iso
-from relay.store import OUTBOX_CHANNEL, Store
+from relay.pagination import id_cursor, keyset_page
+from relay.payloads import iso, subscription_test_body
+from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Store
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,29 @@ _FEED_CURSOR_PREFIX = "seq:"
 # PATCH fields where an explicit null is a value ("all", "none"), so the query must be told
 # whether each was given at all.
 _NULLABLE_FIELDS = ("events", "models", "description")
+# Deliveries one recover or bulk-retry call queues at most: one bounded statement (about a
+# second of work), and the answer says `more` so the caller repeats for the rest.
+BULK_LIMIT = 10_000
+# The type of the event `POST /v1/subscriptions/{id}/test` sends (not a task event).
+TEST_EVENT_TYPE = "webhook.test"
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a recover or bulk retry queued, and whether matching deliveries remain."""
+
+    queued: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which failed or dead deliveries `POST /v1/deliveries/retry` sends again."""
+
+    subscription_id: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,8 @@ class WebhookService:
         self.webhook_deny_cidrs = webhook_deny_cidrs
         self.secret_rotation_overlap_s = secret_rotation_overlap_s
         self.clock = clock
+        # Per-call bound of recover and bulk retry (an attribute so tests can lower it).
+        self.bulk_limit = BULK_LIMIT
 
     def _check_url(self, url: str) -> None:
         # The dispatcher checks resolved addresses at send time; refusing an obviously
@@ -110,7 +135,10 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of subscriptions, newest first, and the next cursor (or None)."""
         rows = await self.store.fetch(
-            "list_subscriptions", scope=client.scope, cursor=cursor, limit=limit + 1
+            "list_subscriptions",
+            scope=client.scope,
+            cursor=id_cursor(cursor, "sub"),
+            limit=limit + 1,
         )
         return keyset_page(rows, limit)
 
@@ -127,12 +155,18 @@ class WebhookService:
         """PATCH: change only the fields present in `changes`.
 
         `events`/`models` set to None mean "all again"; `enabled: true` re-enables a
-        subscription disabled by a 410, and its waiting deliveries resume.
+        disabled subscription and the deliveries that waited for it are due at once;
+        `enabled: false` parks its waiting deliveries (new events keep being queued for it).
         """
         if changes.get("url") is not None:
             self._check_url(changes["url"])
         given = {name: name in changes for name in _NULLABLE_FIELDS}
         async with self.store.transaction() as db:
+            if changes.get("enabled"):
+                # Event fan-out holds this lock while it reads `enabled`: taking it here means
+                # every delivery parked for the disabled subscription is committed (and so
+                # resumed below), or is queued after this commit and sees it enabled.
+                await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
             row = await db.fetchrow(
                 "update_subscription",
                 id=subscription_id,
@@ -149,7 +183,10 @@ class WebhookService:
             if row is None:
                 raise NotFound("subscription")
             if changes.get("enabled"):
+                await db.execute("resume_subscription_deliveries", id=subscription_id)
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            elif changes.get("enabled") is False:
+                await db.execute("park_subscription_deliveries", ids=[subscription_id])
         log.info("subscription_updated", subscription_id=subscription_id, fields=sorted(changes))
         return dict(row)
 
@@ -184,6 +221,71 @@ class WebhookService:
         log.info("subscription_secret_rotated", subscription_id=subscription_id)
         return dict(row), secret
 
+    async def recover(self, client: Client, subscription_id: str, since: datetime) -> BulkResult:
+        """Queue again what the subscription missed since `since` (Svix's recover).
+
+        Every event since then that the subscription should have received (its client's
+        events, or every client's for an admin's subscription, matching its current events
+        and models filters, created while it existed) whose delivery failed, is dead or was
+        never made is queued: failed and dead ones become pending now, missing ones get a
+        new delivery; the webhook-id is the event id as always. At most BULK_LIMIT per call.
+        A disabled subscription's recovered deliveries wait until it is re-enabled.
+        """
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "recover_subscription",
+                id=subscription_id,
+                scope=client.scope,
+                since=since,
+                limit=self.bulk_limit,
+            )
+            assert row is not None
+            if not row["found"]:
+                raise NotFound("subscription")
+            if row["queued"]:
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+        log.info(
+            "subscription_recovered",
+            subscription_id=subscription_id,
+            queued=row["queued"],
+            more=row["more"],
+        )
+        return BulkResult(row["queued"], row["more"])
+
+    async def send_test_event(self, client: Client, subscription_id: str) -> dict[str, Any]:
+        """Queue a signed `webhook.test` event for this subscription only; returns its delivery.
+
+        The event is not a task event: it has no task, goes to no other subscriber and is
+        not in the event feed. 409 when the subscription is disabled.
+        """
+        subscription = await self.get_subscription(client, subscription_id)
+        if not subscription["enabled"]:
+            raise Conflict(
+                "the subscription is disabled; re-enable it first", "subscription-disabled"
+            )
+        event_id = new_id("evt")
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        async with self.store.transaction() as db:
+            event = await db.fetchrow(
+                "insert_test_event",
+                id=event_id,
+                client_id=subscription["client_id"],
+                type=TEST_EVENT_TYPE,
+                payload=subscription_test_body(event_id, TEST_EVENT_TYPE, now, subscription_id),
+            )
+            assert event is not None
+            delivery_id = await db.fetchval(
+                "insert_test_delivery",
+                event_id=event_id,
+                event_seq=event["seq"],
+                client_id=subscription["client_id"],
+                subscription_id=subscription_id,
+                url=subscription["url"],
+            )
+            await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+        log.info("subscription_test_event", subscription_id=subscription_id, event_id=event_id)
+        return await self.get_delivery(client, delivery_id)
+
     # Deliveries
 
     async def list_deliveries(
@@ -203,7 +305,7 @@ class WebhookService:
             status=status,
             subscription_id=subscription_id,
             task_id=task_id,
-            cursor=cursor,
+            cursor=id_cursor(cursor, "dlv"),
             limit=limit + 1,
         )
         return keyset_page(rows, limit)
@@ -265,6 +367,29 @@ class WebhookService:
             )
         log.info("delivery_retry_requested", delivery_id=delivery_id)
         return await self.get_delivery(client, delivery_id)
+
+    async def retry_deliveries(self, client: Client, which: DeliveryFilter) -> BulkResult:
+        """Bulk redelivery: failed or dead deliveries matching the filter are due now.
+
+        Skips deliveries in flight and those whose subscription is deleted or disabled (as
+        the single retry refuses them). At most BULK_LIMIT per call; `more` when others
+        remain, so calling again continues (what was queued is pending, no longer matched).
+        """
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "retry_deliveries",
+                scope=client.scope,
+                status=which.status,
+                subscription_id=which.subscription_id,
+                task_id=which.task_id,
+                since=which.since,
+                limit=self.bulk_limit,
+            )
+            assert row is not None
+            if row["queued"]:
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+        log.info("deliveries_retry_requested", queued=row["queued"], more=row["more"])
+        return BulkResult(row["queued"], row["more"])
 
     # The event feed
 

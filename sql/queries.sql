@@ -238,6 +238,8 @@ RETURNING id;
 -- name: insert_deliveries
 -- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
 -- Revoking a client's keys stops its API calls, not deliveries for tasks already accepted.
+-- A disabled subscription's deliveries wait, parked (next_attempt_at = infinity), until it
+-- is re-enabled; the caller holds lock_event_feed, which re-enabling takes too.
 WITH ev AS (
     SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
            t.webhook_events
@@ -245,22 +247,24 @@ WITH ev AS (
     WHERE w.id = ANY(:event_ids::text[])
 ), targets AS (
     SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
-           'sub:' || s.id AS target
+           'sub:' || s.id AS target,
+           CASE WHEN s.enabled THEN now() ELSE 'infinity' END AS next_attempt_at
     FROM ev
-    JOIN subscriptions s ON s.deleted_at IS NULL AND s.enabled
+    JOIN subscriptions s ON s.deleted_at IS NULL
         AND (s.events IS NULL OR ev.type = ANY (s.events))
         AND (s.models IS NULL OR ev.model = ANY (s.models))
     JOIN clients c ON c.id = s.client_id AND (c.id = ev.client_id OR c.role = 'admin')
     UNION ALL
     SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
-           'url:' || ev.webhook_url
+           'url:' || ev.webhook_url, now()
     FROM ev
     WHERE ev.webhook_url IS NOT NULL
       AND (ev.webhook_events IS NULL OR ev.type = ANY (ev.webhook_events))
 )
 INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
-                        target)
-SELECT relay_new_id('dlv'), id, seq, task_id, client_id, subscription_id, url, target
+                        target, next_attempt_at)
+SELECT relay_new_id('dlv'), id, seq, task_id, client_id, subscription_id, url, target,
+       next_attempt_at
 FROM targets
 ORDER BY seq
 RETURNING id;
@@ -315,6 +319,7 @@ SET url = coalesce(:url, url),
     description = CASE WHEN :description_given THEN :description ELSE description END,
     enabled = coalesce(:enabled, enabled),
     disabled_reason = CASE WHEN coalesce(:enabled, enabled) THEN NULL ELSE disabled_reason END,
+    failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END,
     updated_at = now()
 WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
 RETURNING *;
@@ -475,9 +480,11 @@ ORDER BY delivery_id, attempt;
 SELECT seq FROM webhook_events WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_webhook_events
--- The event feed, oldest first, after a position.
+-- The event feed, oldest first, after a position: task events only (a subscription's test
+-- event is for that subscription alone).
 SELECT seq, payload FROM webhook_events
 WHERE (:scope::bigint IS NULL OR client_id = :scope) AND seq > :after_seq
+  AND task_id IS NOT NULL
   AND (:types::text[] IS NULL OR type = ANY (:types::text[]))
 ORDER BY seq
 LIMIT :limit;
@@ -487,10 +494,11 @@ LIMIT :limit;
 SELECT status, count(*) AS n FROM tasks WHERE status IN ('queued', 'processing') GROUP BY status;
 
 -- name: outbox_stats
--- Gauge: deliveries waiting and the age of the oldest.
+-- Gauge: deliveries waiting and the age of the oldest (not those parked for a disabled
+-- subscription: the relay is not behind on them).
 SELECT count(*) AS pending,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
-FROM deliveries WHERE status IN ('pending', 'failed');
+FROM deliveries WHERE status IN ('pending', 'failed') AND next_attempt_at <> 'infinity';
 
 -- name: purge_idempotency_keys
 -- Idempotency keys are kept 24 hours (the contract's minimum) plus a margin.
@@ -546,3 +554,142 @@ INSERT INTO phase_durations (model, input_class, phase, seconds)
 SELECT s.model, s.input_class, s.phase, s.seconds
 FROM jsonb_to_recordset(:samples::jsonb) AS s(
     model text, input_class text, phase text, seconds float8);
+
+-- ---------------------------------------------------------------------------------------
+-- Deliveries: disabled subscriptions, recovery, bulk retry, auto-disable, test events.
+
+-- name: park_subscription_deliveries
+-- A subscription was disabled: its waiting deliveries (not in flight) wait until re-enabled,
+-- out of the dispatcher's due scan.
+UPDATE deliveries SET next_attempt_at = 'infinity'
+WHERE subscription_id = ANY(:ids::text[]) AND status IN ('pending', 'failed')
+  AND lease_owner IS NULL;
+
+-- name: resume_subscription_deliveries
+-- A subscription was re-enabled: what waited for it is due now (in event order per task).
+UPDATE deliveries SET next_attempt_at = now(), updated_at = now()
+WHERE subscription_id = :id AND status IN ('pending', 'failed')
+  AND next_attempt_at = 'infinity';
+
+-- name: recover_subscription
+-- Queue again every event since :since the subscription should have received (its
+-- client's, or every client's for an admin's; matching its events and models; created
+-- while it existed) whose delivery failed, is dead or is missing. At most :limit per call;
+-- `more` says whether others remain. Same event, so the same webhook-id.
+WITH sub AS (
+    SELECT s.id, s.client_id, s.url, s.events, s.models, s.enabled, s.created_at, c.is_admin
+    FROM subscriptions s JOIN clients c ON c.id = s.client_id
+    WHERE s.id = :id AND s.deleted_at IS NULL AND (:scope::bigint IS NULL OR s.client_id = :scope)
+    -- Re-enabling updates this row, then resumes parked deliveries: it waits for this
+    -- statement's rows to commit, or this reads it already enabled (never parked for good).
+    FOR SHARE OF s
+), owed AS (
+    SELECT w.id AS event_id, w.seq, w.task_id, d.id AS delivery_id
+    FROM sub
+    JOIN webhook_events w ON w.created_at >= greatest(:since::timestamptz, sub.created_at)
+        AND w.task_id IS NOT NULL
+        AND (sub.is_admin OR w.client_id = sub.client_id)
+        AND (sub.events IS NULL OR w.type = ANY (sub.events))
+    JOIN tasks t ON t.id = w.task_id AND (sub.models IS NULL OR t.model = ANY (sub.models))
+    LEFT JOIN deliveries d ON d.event_id = w.id AND d.target = 'sub:' || sub.id
+    WHERE d.id IS NULL OR (d.status IN ('failed', 'dead') AND d.lease_owner IS NULL)
+    ORDER BY w.seq
+    LIMIT :limit + 1
+), chosen AS (
+    SELECT * FROM owed ORDER BY seq LIMIT :limit
+), inserted AS (
+    INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
+                            target, next_attempt_at)
+    SELECT relay_new_id('dlv'), c.event_id, c.seq, c.task_id, sub.client_id, sub.id, sub.url,
+           'sub:' || sub.id, CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
+    FROM chosen c CROSS JOIN sub
+    WHERE c.delivery_id IS NULL
+    ORDER BY c.seq
+    ON CONFLICT (event_id, target) DO NOTHING
+    RETURNING id
+), requeued AS (
+    UPDATE deliveries d
+    SET status = 'pending', updated_at = now(),
+        next_attempt_at = CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
+    FROM chosen c CROSS JOIN sub
+    WHERE d.id = c.delivery_id AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM sub) = 1 AS found,
+       (SELECT count(*) FROM inserted) + (SELECT count(*) FROM requeued) AS queued,
+       (SELECT count(*) FROM owed) > :limit AS more;
+
+-- name: retry_deliveries
+-- Bulk manual retry: failed or dead deliveries matching the filter, not in flight, whose
+-- subscription (if any) can receive them, due now; at most :limit, `more` if others remain.
+WITH candidates AS (
+    SELECT d.id FROM deliveries d
+    LEFT JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE (:scope::bigint IS NULL OR d.client_id = :scope)
+      AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+      AND (:status::text IS NULL OR d.status = :status)
+      AND (:subscription_id::text IS NULL OR d.subscription_id = :subscription_id)
+      AND (:task_id::text IS NULL OR d.task_id = :task_id)
+      AND (:since::timestamptz IS NULL OR d.created_at >= :since)
+      AND (d.subscription_id IS NULL OR (s.enabled AND s.deleted_at IS NULL))
+    ORDER BY d.id
+    LIMIT :limit + 1
+), chosen AS (
+    SELECT id FROM candidates ORDER BY id LIMIT :limit
+), requeued AS (
+    UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    FROM chosen
+    WHERE d.id = chosen.id AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM requeued) AS queued,
+       (SELECT count(*) FROM candidates) > :limit AS more;
+
+-- name: record_subscription_health
+-- After a batch of attempts: a success ends a subscription's run of failures; a failure
+-- starts one; a run older than :disable_after_s disables the subscription. Only changes are
+-- written, so a steady subscription costs no update, and rows another dispatcher is
+-- changing right now are skipped (its batch says the same), so this never waits or
+-- deadlocks. Returns the subscriptions disabled.
+WITH changing AS (
+    SELECT id, ok,
+           NOT ok AND enabled
+               AND coalesce(failing_since <= now() - make_interval(secs => :disable_after_s),
+                            false) AS disable
+    FROM (SELECT id, enabled, failing_since, id = ANY(:succeeded::text[]) AS ok
+          FROM subscriptions
+          WHERE (id = ANY(:succeeded::text[]) OR id = ANY(:failed::text[]))
+            AND deleted_at IS NULL) s
+    WHERE (ok AND failing_since IS NOT NULL)
+       OR (NOT ok AND failing_since IS NULL)
+       OR (NOT ok AND enabled AND failing_since <= now() - make_interval(secs => :disable_after_s))
+), locked AS (
+    SELECT s.id, c.ok, c.disable FROM subscriptions s JOIN changing c ON c.id = s.id
+    FOR UPDATE OF s SKIP LOCKED
+)
+UPDATE subscriptions s
+SET failing_since = CASE WHEN l.ok THEN NULL ELSE coalesce(s.failing_since, now()) END,
+    enabled = s.enabled AND NOT l.disable,
+    disabled_reason = CASE WHEN l.disable
+        THEN format('every delivery attempt failed for more than %s (since %s)',
+                    :disable_after_text::text,
+                    to_char(s.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+        ELSE s.disabled_reason END,
+    updated_at = CASE WHEN l.disable THEN now() ELSE s.updated_at END
+FROM locked l
+WHERE s.id = l.id
+RETURNING s.id, l.disable AS disabled;
+
+-- name: insert_test_event
+-- A `webhook.test` event for one subscription (no task; kept out of the event feed).
+INSERT INTO webhook_events (id, task_id, client_id, type, payload)
+VALUES (:id, NULL, :client_id, :type, :payload)
+RETURNING id, seq;
+
+-- name: insert_test_delivery
+-- The test event's only delivery: to the subscription that asked for it, due now.
+INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
+                        target)
+VALUES (relay_new_id('dlv'), :event_id, :event_seq, NULL, :client_id, :subscription_id, :url,
+        'sub:' || :subscription_id)
+RETURNING id;

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from relay.vocabulary import DeliveryStatus, EventType, HistorySource, TaskStatus
 
@@ -135,8 +136,8 @@ class Delivery(BaseModel):
 
     id: str
     event_id: str
-    event_type: str
-    task_id: str
+    event_type: str = Field(description="a task event type, or webhook.test for a test event")
+    task_id: str | None = Field(description="null for a subscription's test event")
     subscription_id: str | None
     url: str
     status: DeliveryStatus
@@ -155,6 +156,59 @@ class DeliveryPage(BaseModel):
 
     data: list[Delivery]
     next_cursor: str | None
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    # The API speaks UTC: a timestamp without a zone is UTC, never the server's local time.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class SubscriptionRecover(_Strict):
+    """`POST /v1/subscriptions/{id}/recover` body."""
+
+    since: datetime = Field(
+        description="queue again what the subscription missed from this time on (UTC)"
+    )
+
+    since_in_utc = field_validator("since")(_in_utc)
+
+
+class DeliveryRetryFilter(_Strict):
+    """`POST /v1/deliveries/retry` body: which failed or dead deliveries to send again."""
+
+    subscription_id: str | None = Field(None, max_length=100)
+    status: Literal["failed", "dead"] | None = Field(
+        None, description="only deliveries in this status (default: failed and dead)"
+    )
+    since: datetime | None = Field(None, description="only deliveries created from then on")
+    task_id: str | None = Field(None, max_length=100)
+
+    since_in_utc = field_validator("since")(_in_utc)
+
+
+class BulkQueued(BaseModel):
+    """How many deliveries a recover or bulk retry queued (at most 10,000 per call)."""
+
+    queued: int
+    more: bool = Field(description="more deliveries match: call again to queue them")
+
+
+class SubscriptionTestData(BaseModel):
+    """`data` of a `webhook.test` event."""
+
+    subscription_id: str
+    message: str
+
+
+class SubscriptionTestEvent(BaseModel):
+    """The body of `webhook.test`, sent by `POST /v1/subscriptions/{id}/test`."""
+
+    id: str
+    type: Literal["webhook.test"]
+    timestamp: str
+    data: SubscriptionTestData
 
 
 class WebhookEvent(BaseModel):

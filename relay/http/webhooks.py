@@ -13,19 +13,22 @@ from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
+    BulkQueued,
     Delivery,
     DeliveryPage,
+    DeliveryRetryFilter,
     EventPage,
     Subscription,
     SubscriptionCreate,
     SubscriptionPage,
+    SubscriptionRecover,
     SubscriptionUpdate,
 )
 from relay.keys import CATALOG, CLIENT, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
 from relay.tasks import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
-from relay.webhooks import NewSubscription
+from relay.webhooks import DeliveryFilter, NewSubscription
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
@@ -210,7 +213,63 @@ async def rotate_subscription_secret(request: web.Request) -> web.Response:
     return json_response(subscription_json(row, secret=secret))
 
 
+@routes.post("/v1/subscriptions/{subscription_id}/recover")
+@documented(
+    "Queue again every event since a time that the subscription missed "
+    "(failed, dead or never queued); at most 10,000 per call",
+    {202: BulkQueued},
+    body=SubscriptionRecover,
+    errors=(404,),
+)
+async def recover_subscription(request: web.Request) -> web.Response:
+    """Svix's recover: 202 with how many deliveries were queued and whether more remain."""
+    body = await read_body(request, SubscriptionRecover)
+    result = await request.app[WEBHOOKS].recover(
+        request[CLIENT], request.match_info["subscription_id"], body.since
+    )
+    return json_response({"queued": result.queued, "more": result.more}, status=202)
+
+
+@routes.post("/v1/subscriptions/{subscription_id}/test")
+@documented(
+    "Send a signed webhook.test event to this subscription only (not a task event; not in "
+    "the event feed); answers with its delivery",
+    {202: Delivery},
+    errors=(404, 409),
+)
+async def send_test_event(request: web.Request) -> web.Response:
+    """Queue a `webhook.test` event for the subscription: 202 with its delivery."""
+    row = await request.app[WEBHOOKS].send_test_event(
+        request[CLIENT], request.match_info["subscription_id"]
+    )
+    response = json_response(delivery_json(row), status=202)
+    response.headers["Location"] = f"/v1/deliveries/{row['id']}"
+    return response
+
+
 # Deliveries
+
+
+@routes.post("/v1/deliveries/retry")
+@documented(
+    "Send failed or dead deliveries matching a filter again (same webhook-ids); at most "
+    "10,000 per call",
+    {202: BulkQueued},
+    body=DeliveryRetryFilter,
+)
+async def retry_deliveries(request: web.Request) -> web.Response:
+    """Bulk redelivery: 202 with how many were queued and whether more match."""
+    body = await read_body(request, DeliveryRetryFilter)
+    result = await request.app[WEBHOOKS].retry_deliveries(
+        request[CLIENT],
+        DeliveryFilter(
+            subscription_id=body.subscription_id,
+            status=body.status,
+            since=body.since,
+            task_id=body.task_id,
+        ),
+    )
+    return json_response({"queued": result.queued, "more": result.more}, status=202)
 
 
 @routes.get("/v1/deliveries")
