@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo lint format venv bench-poller bench-dispatcher bench-latency clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,embedded,ops]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)
