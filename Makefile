@@ -17,15 +17,15 @@ LOCK_DEV_ARGS := --extra embedded --group dev
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
 	bench-latency clean
 
-# The project's own packages are installed editable without resolving anything more; more
-# of this repository's packages (e.g. clients/python) get their `pip install -e` line here.
+# The project's own packages are installed editable without resolving anything more (their
+# dependencies are in the lock): the server, and the Python client in clients/python.
 # A first run installs for a minute or two: say so, so a quiet terminal is not taken for a hang.
-$(STAMP): requirements-dev.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml clients/python/pyproject.toml
 	@echo "==> creating $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	@echo "==> installing mindvideo-relay and its locked dependencies into $(VENV) (a minute or two) ..."
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . -e clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)
