@@ -25,11 +25,18 @@ class Client:
     id: int
     name: str
     is_admin: bool
+    # The first characters of the key this request used (recorded in the action log).
+    key_prefix: str | None = None
 
     @property
     def scope(self) -> int | None:
         """The client id that limits what this caller sees (None: an admin sees all)."""
         return None if self.is_admin else self.id
+
+    @property
+    def may_read_audit_log(self) -> bool:
+        """Whether this caller may read the action log (admins; auditors once they exist)."""
+        return self.is_admin
 
 
 def hash_key(key: str) -> bytes:
@@ -74,4 +81,4 @@ async def authenticate(store: Store, key: str) -> Client | None:
     if not key.startswith("rk_"):
         return None
     row = await store.fetchrow("authenticate_client", key_hash=hash_key(key))
-    return Client(row["id"], row["name"], row["is_admin"]) if row else None
+    return Client(row["id"], row["name"], row["is_admin"], row["key_prefix"]) if row else None

@@ -21,7 +21,7 @@ from relay.http.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from relay.keys import CATALOG, CLIENT, WEBHOOKS
+from relay.keys import CATALOG, CLIENT, REQUEST_ID, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
 from relay.tasks import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
@@ -142,7 +142,9 @@ async def create_subscription(request: web.Request) -> web.Response:
         models=body.models,
         description=body.description,
     )
-    row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
+    row, secret = await request.app[WEBHOOKS].create_subscription(
+        request[CLIENT], new, request_id=request.get(REQUEST_ID)
+    )
     response = json_response(subscription_json(row, secret=secret), status=201)
     response.headers["Location"] = f"/v1/subscriptions/{row['id']}"
     return response
@@ -185,7 +187,10 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         changes["url"] = str(body.url)
     row = await request.app[WEBHOOKS].update_subscription(
-        request[CLIENT], request.match_info["subscription_id"], changes
+        request[CLIENT],
+        request.match_info["subscription_id"],
+        changes,
+        request_id=request.get(REQUEST_ID),
     )
     return json_response(subscription_json(row))
 
@@ -195,7 +200,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     """Delete a subscription: 204."""
     await request.app[WEBHOOKS].delete_subscription(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return web.Response(status=204)
 
@@ -205,7 +210,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
     """A new secret; for the overlap window deliveries carry both signatures."""
     row, secret = await request.app[WEBHOOKS].rotate_secret(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(subscription_json(row, secret=secret))
 
@@ -248,7 +253,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a failed or dead delivery again (same webhook-id): 202 with the delivery."""
     row = await request.app[WEBHOOKS].retry_delivery(
-        request[CLIENT], request.match_info["delivery_id"]
+        request[CLIENT], request.match_info["delivery_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(delivery_json(row), status=202)
 
