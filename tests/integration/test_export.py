@@ -188,3 +188,24 @@ async def test_relay_export_refuses_an_unknown_client_and_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
     bad = await run_relay("export", "--out", str(out), "--since", "someday", env=env)
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+async def test_openapi_documents_the_audit_routes(relay_app: TestClient) -> None:
+    doc = await (await relay_app.get("/openapi.json")).json()
+    export = doc["paths"]["/v1/tasks/export"]["get"]
+    assert set(export["responses"]["200"]["content"]) == {"application/x-ndjson", "text/csv"}
+    assert {p["name"] for p in export["parameters"]} == {
+        "created_after",
+        "created_before",
+        "format",
+    }
+    audit = doc["paths"]["/v1/audit-log"]["get"]
+    assert "403" in audit["responses"]
+    assert {"actor", "action", "resource_type", "resource_id", "from", "to", "cursor"} <= {
+        p["name"] for p in audit["parameters"]
+    }
+    usage = doc["paths"]["/v1/usage"]["get"]
+    assert {p["name"] for p in usage["parameters"]} == {"from", "to", "group_by"}
+    assert usage["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/UsageReport"
+    }
