@@ -12,6 +12,7 @@ from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.durations import DurationModel
 from relay.egress import create_webhook_session
+from relay.http import audit as audit_routes
 from relay.http import clients as client_routes
 from relay.http import models as model_routes
 from relay.http import openapi, ops
@@ -65,6 +66,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops.routes)
     app.add_routes(openapi.routes)
     if "api" in settings.roles:
+        # Before the task routes: /v1/tasks/export must not match /v1/tasks/{task_id}.
+        app.add_routes(audit_routes.routes)
         app.add_routes(task_routes.routes)
         app.add_routes(webhook_routes.routes)
         app.add_routes(client_routes.routes)

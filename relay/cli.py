@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
@@ -43,6 +43,17 @@ def _client_name(value: str) -> str:
     if not 1 <= len(value) <= CLIENT_NAME_MAX:
         raise argparse.ArgumentTypeError(f"must be 1 to {CLIENT_NAME_MAX} characters")
     return value
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z"
+        ) from None
+    # Like the API: a time without an offset is UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("name", help="the name given to `relay keys create`")
 
+    export = commands.add_parser(
+        "export",
+        help="write tasks created in a time range, with their history, to a file",
+        description="Every task created in [--since, --until) with its whole history, as JSON "
+        "lines (one task per line) or CSV (one row per history entry); a progress bar on stderr.",
+        **own,
+    )
+    export.add_argument(
+        "--since", type=_timestamp, help="created at or after this time (default: the first task)"
+    )
+    export.add_argument(
+        "--until", type=_timestamp, help="created before this time (default: no limit)"
+    )
+    export.add_argument("--out", required=True, help="the file to write ('-': standard output)")
+    export.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="JSON lines or CSV"
+    )
+    export.add_argument("--client", help="only this client's tasks (default: every client's)")
+
     demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine", **own)
     demo.add_argument("--tasks", type=int, default=3, help="how many sample tasks to submit")
     demo.add_argument(
@@ -156,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings.database_url))
+        if args.command == "export":
+            return _export(settings.database_url, args)
         return asyncio.run(_keys(settings, args))
     except Exception as exc:
         from relay.store import database_problem, redact_url
@@ -208,6 +240,61 @@ async def _migrate(dsn: str) -> int:
     return EXIT_OK
 
 
+def _export(dsn: str, args: argparse.Namespace) -> int:
+    import os
+
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        print("relay: --until must be later than --since", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out == "-":
+        return asyncio.run(_export_to(dsn, args, sys.stdout))
+    # Written aside and renamed at the end: FILE is either complete or untouched.
+    partial = f"{args.out}.partial"
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            code = asyncio.run(_export_to(dsn, args, out))
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    if code == EXIT_OK:
+        os.replace(partial, args.out)
+    else:
+        os.remove(partial)
+    return code
+
+
+async def _export_to(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from relay import export
+    from relay.store import Store
+
+    store = await Store.open(dsn, size=2)
+    try:
+        scope = None
+        if args.client is not None:
+            scope = await export.scope_of_client(store, args.client)
+            if scope is None:
+                print(f"relay: no client named {args.client!r}", file=sys.stderr)
+                return EXIT_FAILURE
+        what = export.ExportRange(scope, args.since, args.until)
+        bar = export.TextProgressBar(
+            await export.count_tasks(store, what), sys.stderr, time.monotonic
+        )
+        progress = await export.export_to_file(store, what, args.format, out, bar.update)
+        bar.finish(progress)
+        elapsed = time.monotonic() - bar.started
+        print(
+            f"exported {progress.tasks:,} tasks and {progress.entries:,} history entries "
+            f"to {args.out} in {elapsed:.1f} s",
+            file=sys.stderr,
+        )
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from relay.errors import RelayError
     from relay.store import Store
@@ -228,7 +315,12 @@ def _when(value: datetime | None) -> str:
 
 
 async def _key_command(store: Store, settings: Settings, args: argparse.Namespace) -> int:
-    from relay import clients
+    from relay import actions, clients
+    from relay.actions import Actor, record_action
+
+    async def record(action: str, **details: object) -> None:
+        # The command line is the actor; it never records a key or a secret, only prefixes.
+        await record_action(store, Actor.cli(), action, "client", args.name, details or None)
 
     if args.keys_command == "create":
         role = args.role or ("admin" if args.admin else "client")
@@ -236,12 +328,14 @@ async def _key_command(store: Store, settings: Settings, args: argparse.Namespac
             print(f"relay: --admin contradicts --role {role}", file=sys.stderr)
             return EXIT_USAGE
         key, secret = await clients.create_client(store, args.name, role=role)
+        await record(actions.CLIENT_CREATED, role=role, key_prefix=key[: clients.KEY_PREFIX_LENGTH])
         print(f"client:         {args.name}{'' if role == 'client' else f' ({role})'}")
         print(f"api key:        {key}")
         print(f"signing secret: {secret}")
         print("Store both now: they are not shown again.")
     elif args.keys_command == "add":
         key = await clients.add_key(store, args.name)
+        await record(actions.CLIENT_KEY_ADDED, key_prefix=key[: clients.KEY_PREFIX_LENGTH])
         print(f"client:  {args.name}")
         print(f"api key: {key}")
         print(f"prefix:  {key[: clients.KEY_PREFIX_LENGTH]}")
@@ -261,11 +355,13 @@ async def _key_command(store: Store, settings: Settings, args: argparse.Namespac
     elif args.keys_command == "revoke":
         prefix = args.key.rstrip("…") if args.key is not None else None
         revoked = await clients.revoke_keys(store, args.name, prefix)
+        await record(actions.CLIENT_KEY_REVOKED, key_prefixes=revoked)
         print(f"revoked {len(revoked)} key(s) of {args.name}: {', '.join(revoked)}")
     else:
         secret, until = await clients.rotate_signing_secret_by_name(
             store, args.name, settings.secret_rotation_overlap_s
         )
+        await record(actions.CLIENT_SECRET_ROTATED)
         print(f"client:         {args.name}")
         print(f"signing secret: {secret}")
         print(f"Store it now: it is not shown again. Until {_when(until)} webhooks carry")

@@ -61,6 +61,11 @@ class Client:
         """The client id that limits what this caller sees (None: admin or auditor, all)."""
         return None if self.role in ("admin", "auditor") else self.id
 
+    @property
+    def may_read_audit_log(self) -> bool:
+        """Whether this caller may read the action log: admins and auditors."""
+        return self.role in ("admin", "auditor")
+
 
 def hash_key(key: str) -> bytes:
     """What is stored for an API key."""

@@ -176,3 +176,22 @@ async def record_task_outcomes(
         if deliveries:
             await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
     return rows
+
+
+async def record_history_note(db: Db, task_id: str, entry: NewHistoryEntry) -> Mapping[str, Any]:
+    """Append an entry that changes no status (a cancel request) to a task's history.
+
+    It takes the next seq under the task's row lock, like `record_task_outcomes`, leaves
+    the poll schedule and lease alone, and sends no webhook (it is no status change).
+    Returns the stored entry; its dedupe key must be unique for the task.
+    """
+    row = await db.fetchrow(
+        "insert_history_note",
+        id=new_id("evt"),
+        task_id=task_id,
+        type=entry.type,
+        source=entry.source,
+        dedupe_key=entry.dedupe_key,
+    )
+    assert row is not None, f"history note {entry.dedupe_key!r} of {task_id} recorded twice"
+    return row

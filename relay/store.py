@@ -241,6 +241,21 @@ class Store(Db):
         async with self.pool.acquire() as conn, conn.transaction():
             yield Db(conn)
 
+    async def stream(self, name: str, /, *, prefetch: int, **params: Any) -> AsyncIterator[Row]:
+        """Every row of a named query, read `prefetch` at a time through a server-side cursor.
+
+        The rows come from one read-only snapshot (a repeatable-read transaction), so a long
+        read sees one consistent state, and memory holds one batch whatever the result size.
+        Close the iterator (`contextlib.aclosing`) when stopping early: it holds a connection.
+        """
+        sql, args = self._bind(name, params)
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            async for row in conn.cursor(sql, *args, prefetch=prefetch):
+                yield row
+
     async def listen(self, channel: str) -> AsyncIterator[None]:
         """Yield once per notification on `channel`; raises when the connection drops."""
         conn = await asyncpg.connect(self.dsn)

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from relay import metrics
+from relay import actions, metrics
+from relay.actions import Actor, record_action
 from relay.budget import UpstreamBudget
 from relay.clients import Client
 from relay.egress import Network, literal_ip_denied
@@ -26,7 +27,12 @@ from relay.errors import (
 )
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
+from relay.outcomes import (
+    NewHistoryEntry,
+    TaskOutcome,
+    record_history_note,
+    record_task_outcomes,
+)
 from relay.pagination import id_cursor, keyset_page
 from relay.store import Store
 from relay.upstream.client import (
@@ -158,9 +164,18 @@ class TaskService:
         return errors
 
     async def create_task(
-        self, client: Client, task: NewTask, idempotency_key: str | None
+        self,
+        client: Client,
+        task: NewTask,
+        idempotency_key: str | None,
+        *,
+        request_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Store a task and submit it upstream. Returns (task row, created)."""
+        """Store a task and submit it upstream. Returns (task row, created).
+
+        The action log records who created it (key prefix, `request_id`) in the same
+        transaction; an idempotent replay creates nothing and records nothing.
+        """
         self.validate(task)
         task_id = new_id("tsk")
         request_hash = task.request_hash()
@@ -187,6 +202,14 @@ class TaskService:
                     )
                     if claimed is None:
                         raise _IdempotentReplay
+                await record_action(
+                    db,
+                    Actor.of(client, request_id),
+                    actions.TASK_CREATED,
+                    "task",
+                    task_id,
+                    {"model": task.model, "idempotency_key": idempotency_key},
+                )
         except _IdempotentReplay:
             return await self._replay(client, idempotency_key or "", request_hash), False
         metrics.TASKS_SUBMITTED.labels(task.model).inc()
@@ -355,8 +378,14 @@ class TaskService:
         await self.get_task(client, task_id)
         return [dict(r) for r in await self.store.fetch("task_history", task_id=task_id)]
 
-    async def cancel_task(self, client: Client, task_id: str) -> dict[str, Any]:
-        """Ask upstream to cancel; the resulting status arrives through polling."""
+    async def cancel_task(
+        self, client: Client, task_id: str, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Ask upstream to cancel; the resulting status arrives through polling.
+
+        Once upstream took the request, the action log and the task's own history (a
+        `task.cancel_requested` entry) say who asked, in one transaction.
+        """
         row = await self.get_task(client, task_id)
         if row["status"] in TERMINAL_STATUSES:
             raise Conflict(f"task is already {row['status']}", "task-terminal")
@@ -376,7 +405,22 @@ class TaskService:
             raise UpstreamFailed(f"upstream refused the cancellation: {exc.code}") from None
         except UpstreamError:
             raise ServiceUnavailable("upstream is unavailable; try again") from None
-        await self.store.execute("poll_soon", id=task_id)
+        async with self.store.transaction() as db:
+            await db.execute("poll_soon", id=task_id)
+            action_id = await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.TASK_CANCEL_REQUESTED,
+                "task",
+                task_id,
+                {"status": row["status"]},
+            )
+            # The action id makes the entry unique: every cancel request appears once.
+            await record_history_note(
+                db,
+                task_id,
+                NewHistoryEntry("task.cancel_requested", "relay", f"cancel:{action_id}"),
+            )
         log.info("cancel_requested", task_id=task_id)
         return row
 

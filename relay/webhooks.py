@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from relay import actions
+from relay.actions import Actor, record_action
 from relay.clients import Client, new_signing_secret
 from relay.egress import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
@@ -111,22 +113,31 @@ class WebhookService:
     # Subscriptions
 
     async def create_subscription(
-        self, client: Client, new: NewSubscription
+        self, client: Client, new: NewSubscription, *, request_id: str | None = None
     ) -> tuple[dict[str, Any], str]:
         """Create a subscription; returns (row, secret): the secret is shown now only."""
         self._check_url(new.url)
         secret = new_signing_secret()
-        row = await self.store.fetchrow(
-            "insert_subscription",
-            id=new_id("sub"),
-            client_id=client.id,
-            url=new.url,
-            events=new.events,
-            models=new.models,
-            description=new.description,
-            secret=secret,
-        )
-        assert row is not None
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "insert_subscription",
+                id=new_id("sub"),
+                client_id=client.id,
+                url=new.url,
+                events=new.events,
+                models=new.models,
+                description=new.description,
+                secret=secret,
+            )
+            assert row is not None
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_CREATED,
+                "subscription",
+                row["id"],
+                {"url": new.url, "events": new.events, "models": new.models},
+            )
         log.info("subscription_created", subscription_id=row["id"])
         return dict(row), secret
 
@@ -150,7 +161,12 @@ class WebhookService:
         return dict(row)
 
     async def update_subscription(
-        self, client: Client, subscription_id: str, changes: Mapping[str, Any]
+        self,
+        client: Client,
+        subscription_id: str,
+        changes: Mapping[str, Any],
+        *,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """PATCH: change only the fields present in `changes`.
 
@@ -182,6 +198,14 @@ class WebhookService:
             )
             if row is None:
                 raise NotFound("subscription")
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_UPDATED,
+                "subscription",
+                subscription_id,
+                {"changes": dict(changes)},
+            )
             if changes.get("enabled"):
                 await db.execute("resume_subscription_deliveries", id=subscription_id)
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
@@ -190,7 +214,9 @@ class WebhookService:
         log.info("subscription_updated", subscription_id=subscription_id, fields=sorted(changes))
         return dict(row)
 
-    async def delete_subscription(self, client: Client, subscription_id: str) -> None:
+    async def delete_subscription(
+        self, client: Client, subscription_id: str, *, request_id: str | None = None
+    ) -> None:
         """Delete a subscription; deliveries still waiting for it are marked dead."""
         async with self.store.transaction() as db:
             if (
@@ -199,29 +225,53 @@ class WebhookService:
             ):
                 raise NotFound("subscription")
             await db.execute("abandon_subscription_deliveries", subscription_id=subscription_id)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_DELETED,
+                "subscription",
+                subscription_id,
+            )
         log.info("subscription_deleted", subscription_id=subscription_id)
 
     async def rotate_secret(
-        self, client: Client, subscription_id: str
+        self, client: Client, subscription_id: str, *, request_id: str | None = None
     ) -> tuple[dict[str, Any], str]:
         """A new secret; the old one keeps signing too for `secret_rotation_overlap_s`."""
         secret = new_signing_secret()
         old_valid_until = datetime.fromtimestamp(self.clock(), UTC) + timedelta(
             seconds=self.secret_rotation_overlap_s
         )
-        row = await self.store.fetchrow(
-            "rotate_subscription_secret",
-            id=subscription_id,
-            scope=client.scope,
-            secret=secret,
-            previous_secret_until=old_valid_until,
-        )
-        if row is None:
-            raise NotFound("subscription")
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "rotate_subscription_secret",
+                id=subscription_id,
+                scope=client.scope,
+                secret=secret,
+                previous_secret_until=old_valid_until,
+            )
+            if row is None:
+                raise NotFound("subscription")
+            # Never the secrets themselves: only until when the old one still signs.
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_SECRET_ROTATED,
+                "subscription",
+                subscription_id,
+                {"previous_secret_until": iso(old_valid_until)},
+            )
         log.info("subscription_secret_rotated", subscription_id=subscription_id)
         return dict(row), secret
 
-    async def recover(self, client: Client, subscription_id: str, since: datetime) -> BulkResult:
+    async def recover(
+        self,
+        client: Client,
+        subscription_id: str,
+        since: datetime,
+        *,
+        request_id: str | None = None,
+    ) -> BulkResult:
         """Queue again what the subscription missed since `since` (Svix's recover).
 
         Every event since then that the subscription should have received (its client's
@@ -244,6 +294,14 @@ class WebhookService:
                 raise NotFound("subscription")
             if row["queued"]:
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_RECOVERED,
+                "subscription",
+                subscription_id,
+                {"since": since.isoformat(), "queued": row["queued"], "more": row["more"]},
+            )
         log.info(
             "subscription_recovered",
             subscription_id=subscription_id,
@@ -339,7 +397,9 @@ class WebhookService:
             )
         return [{**dict(row), "attempts": attempts[row["id"]]} for row in rows]
 
-    async def retry_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
+    async def retry_delivery(
+        self, client: Client, delivery_id: str, *, request_id: str | None = None
+    ) -> dict[str, Any]:
         """Send a failed or dead delivery again now, with the same webhook-id.
 
         409 when it is pending or already succeeded, in flight, or its subscription was
@@ -358,6 +418,14 @@ class WebhookService:
         async with self.store.transaction() as db:
             retried = await db.fetchrow("retry_delivery", id=delivery_id, scope=client.scope)
             if retried is not None:
+                await record_action(
+                    db,
+                    Actor.of(client, request_id),
+                    actions.DELIVERY_RETRIED,
+                    "delivery",
+                    delivery_id,
+                    {"task_id": row["task_id"], "previous_status": row["status"]},
+                )
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
         if retried is None:
             raise Conflict(
@@ -368,7 +436,9 @@ class WebhookService:
         log.info("delivery_retry_requested", delivery_id=delivery_id)
         return await self.get_delivery(client, delivery_id)
 
-    async def retry_deliveries(self, client: Client, which: DeliveryFilter) -> BulkResult:
+    async def retry_deliveries(
+        self, client: Client, which: DeliveryFilter, *, request_id: str | None = None
+    ) -> BulkResult:
         """Bulk redelivery: failed or dead deliveries matching the filter are due now.
 
         Skips deliveries in flight and those whose subscription is deleted or disabled (as
@@ -388,6 +458,23 @@ class WebhookService:
             assert row is not None
             if row["queued"]:
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.DELIVERIES_BULK_RETRIED,
+                "delivery",
+                None,
+                {
+                    "filter": {
+                        "subscription_id": which.subscription_id,
+                        "status": which.status,
+                        "task_id": which.task_id,
+                        "since": which.since.isoformat() if which.since else None,
+                    },
+                    "queued": row["queued"],
+                    "more": row["more"],
+                },
+            )
         log.info("deliveries_retry_requested", queued=row["queued"], more=row["more"])
         return BulkResult(row["queued"], row["more"])
 

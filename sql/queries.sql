@@ -693,3 +693,84 @@ INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscriptio
 VALUES (relay_new_id('dlv'), :event_id, :event_seq, NULL, :client_id, :subscription_id, :url,
         'sub:' || :subscription_id)
 RETURNING id;
+
+-- Audit: who did what (the action log), the cancel note in a task's history, export, usage.
+
+-- name: insert_action
+-- Append one action; written in the transaction of the change it records where there is one.
+INSERT INTO actions (actor, actor_key_prefix, action, resource_type, resource_id, request_id,
+                     details)
+VALUES (:actor, :actor_key_prefix, :action, :resource_type, :resource_id, :request_id,
+        :details)
+RETURNING id, at;
+
+-- name: list_actions
+-- The action log, newest first, filtered; the cursor is the last id seen.
+SELECT * FROM actions
+WHERE (:actor::text IS NULL OR actor = :actor)
+  AND (:action::text IS NULL OR action = :action)
+  AND (:resource_type::text IS NULL OR resource_type = :resource_type)
+  AND (:resource_id::text IS NULL OR resource_id = :resource_id)
+  AND (:from_at::timestamptz IS NULL OR at >= :from_at)
+  AND (:to_at::timestamptz IS NULL OR at < :to_at)
+  AND (:cursor::text IS NULL OR id < :cursor)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: insert_history_note
+-- A history entry that changes no status (a cancel request): next seq under the task's row
+-- lock, so it interleaves with the poller's entries without a gap or a twin.
+WITH task AS (
+    UPDATE tasks SET event_seq = event_seq + 1 WHERE id = :task_id RETURNING id, event_seq
+)
+INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
+                         upstream_event, dedupe_key)
+SELECT :id, task.id, task.event_seq, :type, NULL, NULL, :source, NULL, :dedupe_key FROM task
+ON CONFLICT (task_id, dedupe_key) DO NOTHING
+RETURNING *;
+
+-- name: client_by_name
+-- A client by name (revoked or not), for `relay export --client`.
+SELECT id, name, is_admin FROM clients WHERE name = :name;
+
+-- name: count_export_tasks
+-- How many tasks an export will write, for its progress bar.
+SELECT count(*) FROM tasks
+WHERE (:scope::bigint IS NULL OR client_id = :scope)
+  AND (:created_after::timestamptz IS NULL OR created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR created_at < :created_before);
+
+-- name: export_tasks
+-- Every task in [created_after, created_before) with its client and its whole history, in
+-- creation order; read through a server-side cursor, so memory stays flat.
+SELECT t.*, c.name AS client_name,
+       coalesce((SELECT jsonb_agg(to_jsonb(e) ORDER BY e.seq) FROM task_events e
+                 WHERE e.task_id = t.id), '[]') AS history
+FROM tasks t JOIN clients c ON c.id = t.client_id
+WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
+  AND (:created_after::timestamptz IS NULL OR t.created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR t.created_at < :created_before)
+ORDER BY t.created_at, t.id;
+
+-- name: usage
+-- Tasks created in [from_at, to_at) grouped by UTC day, model or client: counts per status
+-- and the sums of both costs, straight from the tasks table.
+SELECT CASE :group_by::text
+           WHEN 'day' THEN to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+           WHEN 'model' THEN t.model
+           ELSE c.name
+       END AS key,
+       count(*) AS tasks,
+       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+       count(*) FILTER (WHERE t.status = 'processing') AS processing,
+       count(*) FILTER (WHERE t.status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
+       coalesce(sum(t.cost_estimate), 0)::float8 AS cost_estimate,
+       coalesce(sum(t.cost_actual), 0)::float8 AS cost_actual
+FROM tasks t JOIN clients c ON c.id = t.client_id
+WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
+  AND (:from_at::timestamptz IS NULL OR t.created_at >= :from_at)
+  AND (:to_at::timestamptz IS NULL OR t.created_at < :to_at)
+GROUP BY 1
+ORDER BY 1;

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay import clients
+from relay import actions, clients
+from relay.actions import Actor, record_action
 from relay.http.common import json_response
 from relay.http.openapi import documented
 from relay.http.schemas import SigningSecret
-from relay.keys import CLIENT, SETTINGS, STORE
+from relay.keys import CLIENT, REQUEST_ID, SETTINGS, STORE
 from relay.payloads import iso
 
 routes = web.RouteTableDef()
@@ -21,5 +22,12 @@ async def rotate_secret(request: web.Request) -> web.Response:
     client = request[CLIENT]
     secret, until = await clients.rotate_signing_secret(
         request.app[STORE], client.id, request.app[SETTINGS].secret_rotation_overlap_s
+    )
+    await record_action(
+        request.app[STORE],
+        Actor.of(client, request.get(REQUEST_ID)),
+        actions.CLIENT_SECRET_ROTATED,
+        "client",
+        client.name,
     )
     return json_response({"secret": secret, "previous_secret_expires_at": iso(until)})

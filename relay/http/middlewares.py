@@ -22,7 +22,7 @@ from relay.errors import (
     json_pointer,
     problem,
 )
-from relay.keys import CLIENT, STORE
+from relay.keys import CLIENT, REQUEST_ID, STORE
 from relay.store import database_unavailable
 
 log = structlog.get_logger("relay.http")
@@ -82,6 +82,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+    request[REQUEST_ID] = request_id[:64]
     started = time.perf_counter()
     status = 500
     try:

@@ -27,7 +27,7 @@ WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
 PROBLEM_STATUSES = {
     400: "Malformed request",
     401: "Missing, unknown or revoked API key",
-    403: "Forbidden: an auditor key reads everything and changes nothing",
+    403: "Forbidden: the key may not do this (an auditor key reads everything and changes nothing)",
     404: "Not found (or another client's)",
     409: "Conflict",
     413: "Body over 1 MiB",
@@ -50,6 +50,8 @@ class RouteDoc:
     headers: dict[str, str] = field(default_factory=dict)
     auth: bool = True
     content_type: str = "application/json"
+    # More media types the success answer may have (chosen by a query parameter, say).
+    other_content_types: tuple[str, ...] = ()
 
 
 def documented(
@@ -62,6 +64,7 @@ def documented(
     headers: dict[str, str] | None = None,
     auth: bool = True,
     content_type: str = "application/json",
+    other_content_types: tuple[str, ...] = (),
 ) -> Callable[[H], H]:
     """Attach the route's contract to its handler."""
 
@@ -69,7 +72,17 @@ def documented(
         setattr(
             handler,
             _DOC_ATTR,
-            RouteDoc(summary, responses, body, query, errors, headers or {}, auth, content_type),
+            RouteDoc(
+                summary,
+                responses,
+                body,
+                query,
+                errors,
+                headers or {},
+                auth,
+                content_type,
+                other_content_types,
+            ),
         )
         return handler
 
@@ -199,7 +212,10 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             if model is not None:
                 response["content"] = {doc.content_type: {"schema": ref(model)}}
             elif doc.content_type != "application/json":
-                response["content"] = {doc.content_type: {"schema": {"type": "string"}}}
+                response["content"] = {
+                    media: {"schema": {"type": "string"}}
+                    for media in (doc.content_type, *doc.other_content_types)
+                }
             op["responses"][str(status)] = response
         error_statuses = set(doc.errors) | {500}
         if doc.auth:

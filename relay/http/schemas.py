@@ -264,3 +264,60 @@ class SigningSecret(BaseModel):
     previous_secret_expires_at: str = Field(
         description="until then webhooks also carry a signature by the previous secret"
     )
+
+
+# Audit: the action log and usage (export answers JSON lines or CSV, described in prose).
+
+
+class Action(BaseModel):
+    """One entry of the action log: who did what to which resource, and when."""
+
+    id: str
+    at: str
+    actor: str = Field(description='the client\'s name, or "cli:<user>" for the command line')
+    actor_key_prefix: str | None = Field(description="first characters of the API key used")
+    action: str = Field(description="e.g. task.created, task.cancel_requested, delivery.retried")
+    resource_type: str
+    resource_id: str | None
+    request_id: str | None = Field(description="the X-Request-Id of the request that did it")
+    details: dict[str, Any]
+
+
+class ActionPage(BaseModel):
+    """A page of the action log, newest first."""
+
+    data: list[Action]
+    next_cursor: str | None
+
+
+class StatusCounts(BaseModel):
+    """Tasks per status."""
+
+    queued: int
+    processing: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class UsageTotals(BaseModel):
+    """Task counts and summed costs (a cost not reported yet counts as 0)."""
+
+    tasks: int
+    by_status: StatusCounts
+    cost_estimate: float
+    cost_actual: float
+
+
+class UsageGroup(UsageTotals):
+    """Usage of one day (YYYY-MM-DD, UTC), model or client."""
+
+    key: str
+
+
+class UsageReport(BaseModel):
+    """`GET /v1/usage`: one entry per group, ordered by key, and the total."""
+
+    group_by: Literal["day", "model", "client"]
+    data: list[UsageGroup]
+    total: UsageTotals

@@ -11,7 +11,7 @@ from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage
-from relay.keys import CLIENT, TASKS
+from relay.keys import CLIENT, REQUEST_ID, TASKS
 from relay.payloads import history_json, task_json
 from relay.tasks import NewTask
 from relay.vocabulary import TaskStatus
@@ -84,7 +84,9 @@ async def create_task(request: web.Request) -> web.Response:
         webhook_events=list(body.webhook_events) if body.webhook_events else None,
         metadata=body.metadata,
     )
-    row, created = await request.app[TASKS].create_task(request[CLIENT], new_task, key)
+    row, created = await request.app[TASKS].create_task(
+        request[CLIENT], new_task, key, request_id=request.get(REQUEST_ID)
+    )
     response = json_response(task_json(row), status=202 if created else 200)
     response.headers["Location"] = f"/v1/tasks/{row['id']}"
     if not created:
@@ -155,5 +157,7 @@ async def task_events(request: web.Request) -> web.Response:
 @documented("Ask upstream to cancel a task", {202: Task}, errors=(404, 409, 502, 503))
 async def cancel_task(request: web.Request) -> web.Response:
     """Forward a cancellation upstream; 202 with the task as it stands."""
-    row = await request.app[TASKS].cancel_task(request[CLIENT], request.match_info["task_id"])
+    row = await request.app[TASKS].cancel_task(
+        request[CLIENT], request.match_info["task_id"], request_id=request.get(REQUEST_ID)
+    )
     return json_response(task_json(row), status=202)

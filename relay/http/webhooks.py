@@ -24,7 +24,7 @@ from relay.http.schemas import (
     SubscriptionRecover,
     SubscriptionUpdate,
 )
-from relay.keys import CATALOG, CLIENT, WEBHOOKS
+from relay.keys import CATALOG, CLIENT, REQUEST_ID, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
 from relay.tasks import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
@@ -145,7 +145,9 @@ async def create_subscription(request: web.Request) -> web.Response:
         models=body.models,
         description=body.description,
     )
-    row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
+    row, secret = await request.app[WEBHOOKS].create_subscription(
+        request[CLIENT], new, request_id=request.get(REQUEST_ID)
+    )
     response = json_response(subscription_json(row, secret=secret), status=201)
     response.headers["Location"] = f"/v1/subscriptions/{row['id']}"
     return response
@@ -188,7 +190,10 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         changes["url"] = str(body.url)
     row = await request.app[WEBHOOKS].update_subscription(
-        request[CLIENT], request.match_info["subscription_id"], changes
+        request[CLIENT],
+        request.match_info["subscription_id"],
+        changes,
+        request_id=request.get(REQUEST_ID),
     )
     return json_response(subscription_json(row))
 
@@ -198,7 +203,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     """Delete a subscription: 204."""
     await request.app[WEBHOOKS].delete_subscription(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return web.Response(status=204)
 
@@ -208,7 +213,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
     """A new secret; for the overlap window deliveries carry both signatures."""
     row, secret = await request.app[WEBHOOKS].rotate_secret(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(subscription_json(row, secret=secret))
 
@@ -225,7 +230,10 @@ async def recover_subscription(request: web.Request) -> web.Response:
     """Svix's recover: 202 with how many deliveries were queued and whether more remain."""
     body = await read_body(request, SubscriptionRecover)
     result = await request.app[WEBHOOKS].recover(
-        request[CLIENT], request.match_info["subscription_id"], body.since
+        request[CLIENT],
+        request.match_info["subscription_id"],
+        body.since,
+        request_id=request.get(REQUEST_ID),
     )
     return json_response({"queued": result.queued, "more": result.more}, status=202)
 
@@ -268,6 +276,7 @@ async def retry_deliveries(request: web.Request) -> web.Response:
             since=body.since,
             task_id=body.task_id,
         ),
+        request_id=request.get(REQUEST_ID),
     )
     return json_response({"queued": result.queued, "more": result.more}, status=202)
 
@@ -307,7 +316,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a failed or dead delivery again (same webhook-id): 202 with the delivery."""
     row = await request.app[WEBHOOKS].retry_delivery(
-        request[CLIENT], request.match_info["delivery_id"]
+        request[CLIENT], request.match_info["delivery_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(delivery_json(row), status=202)
 

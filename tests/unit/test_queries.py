@@ -11,7 +11,7 @@ import pytest
 from relay.store import MIGRATION_QUERIES, QUERIES, Db, Query, load_queries
 
 RELAY = Path(__file__).resolve().parents[2] / "relay"
-DB_METHODS = {"fetch", "fetchrow", "fetchval", "execute"}
+DB_METHODS = {"fetch", "fetchrow", "fetchval", "execute", "stream"}
 
 
 def named_query_calls() -> list[tuple[str, int, str, ast.Call]]:
@@ -62,6 +62,8 @@ def test_every_call_passes_exactly_the_query_parameters_by_keyword() -> None:
         if query is None:
             continue  # reported by the test above
         given = {k.arg for k in call.keywords}
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "stream":
+            given.discard("prefetch")  # the cursor's batch size, not a query parameter
         if len(call.args) > 1 or None in given or given != set(query.params):
             wrong.append(f"{file}:{line}: {name} takes {sorted(query.params)}")
     assert wrong == []
