@@ -62,8 +62,9 @@ async def _get(http: aiohttp.ClientSession, url: str) -> dict:
 
 async def _insert_tasks(store: Store, client_id: int, count: int) -> list[dict]:
     rows = await store.pool.fetch(
-        "INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id)"
-        " SELECT 'tsk_b' || lpad(g::text, 9, '0') || $3, $1, 'kling-video-o1', '{}', 'queued',"
+        "INSERT INTO tasks (id, client_id, client_name, model, input, status, upstream_task_id)"
+        " SELECT 'tsk_b' || lpad(g::text, 9, '0') || $3, $1,"
+        " (SELECT name FROM clients WHERE id = $1), 'kling-video-o1', '{}', 'queued',"
         " 'up_' || g || $3 FROM generate_series(1, $2) g RETURNING *",
         client_id,
         count,

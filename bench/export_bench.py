@@ -30,10 +30,11 @@ RELAY_BIN = str(Path(sys.executable).with_name("relay"))
 
 # Finished tasks, one per millisecond of January 2026, looking like what the poller writes.
 SEED_TASKS = """
-INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id, upstream_request_id,
-                   cost_estimate, cost_actual, output, metadata, created_at, updated_at,
-                   completed_at, event_seq)
-SELECT 'tsk_' || lpad(i::text, 26, '0'), 1, 'kling-video-o1',
+INSERT INTO tasks (id, client_id, client_name, model, input, status, upstream_task_id,
+                   upstream_request_id, cost_estimate, cost_actual, output, metadata,
+                   created_at, updated_at, completed_at, event_seq)
+SELECT 'tsk_' || lpad(i::text, 26, '0'), 1, (SELECT name FROM clients WHERE id = 1),
+       'kling-video-o1',
        jsonb_build_object('prompt', 'a fox in snow, take ' || i, 'duration', 5, 'mode', 'std'),
        'succeeded', 'task_' || i, 'req_' || i, 0.042, 0.042,
        jsonb_build_object('video_url', 'https://cdn.example/v/' || i || '.mp4'),

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from relay.clients import KEY_PREFIX_LENGTH
 from relay.store import Store
 from tests.helpers import (
     TASK,
@@ -41,7 +42,7 @@ async def test_task_creation_records_client_key_prefix_and_request_id(
     page = await audit_log(relay_app, admin, "?action=task.created")
     [entry] = page["data"]
     assert entry["actor"] == "svc-a"
-    assert entry["actor_key_prefix"] == client["key"][:7]
+    assert entry["actor_key_prefix"] == client["key"][:KEY_PREFIX_LENGTH]
     assert entry["request_id"] == "req-audit-1"
     assert entry["resource_type"] == "task" and entry["resource_id"] == task["id"]
     assert entry["details"]["model"] == TASK["model"]
@@ -223,5 +224,5 @@ async def test_the_cli_records_itself_creating_and_revoking_keys(
         assert row["actor"] == "cli" or row["actor"].startswith("cli:")
         assert row["request_id"] is None
     key = next(w for w in created.stdout.split() if w.startswith("rk_"))
-    assert rows[0]["details"] == {"role": "client", "key_prefix": key[:7]}
+    assert rows[0]["details"] == {"role": "client", "key_prefix": key[:KEY_PREFIX_LENGTH]}
     assert key not in str([dict(r) for r in rows])

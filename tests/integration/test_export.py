@@ -50,7 +50,7 @@ async def test_jsonl_has_each_task_as_the_api_shows_it_with_its_history(
     assert [t["id"] for t in own] == [t["id"] for t in tasks_a]  # creation order
     for line in own:
         expected = await get_task(relay_app, a, line["id"])
-        assert {k: v for k, v in line.items() if k not in ("history", "client")} == expected
+        assert {k: v for k, v in line.items() if k != "history"} == expected
         assert line["client"] == "svc-a"
         assert line["history"] == await history(relay_app, a, line["id"])
     assert [e["type"] for e in own[1]["history"]] == ["task.queued", "task.cancel_requested"]
@@ -87,8 +87,9 @@ async def test_csv_has_one_row_per_history_entry_with_the_task_repeated(
     # A task upstream has not accepted yet has no history: one row, entry columns empty.
     second = {"id": "tsk_zzzzzzzzzzzzzzzzzzzzzzzzzz"}
     await store.pool.execute(
-        "INSERT INTO tasks (id, client_id, model, input, status, metadata) "
-        "SELECT $1, client_id, model, input, 'queued', '{\"k\": \"v,\\n\"}' FROM tasks",
+        "INSERT INTO tasks (id, client_id, client_name, model, input, status, metadata) "
+        "SELECT $1, client_id, client_name, model, input, 'queued', '{\"k\": \"v,\\n\"}'"
+        " FROM tasks",
         second["id"],
     )
     resp = await relay_app.get("/v1/tasks/export?format=csv", headers=auth(client))
