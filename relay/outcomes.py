@@ -16,7 +16,7 @@ from typing import Any
 from relay import metrics
 from relay.ids import new_id
 from relay.payloads import task_json, webhook_body
-from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Db
+from relay.store import OUTBOX_CHANNEL, Db
 from relay.vocabulary import EVENT_TYPES, TERMINAL_STATUSES
 
 
@@ -170,7 +170,6 @@ async def record_task_outcomes(
                 }
             )
     if outbox:
-        await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
         await db.fetch("insert_webhook_events", events=outbox)
         deliveries = await db.fetch("insert_deliveries", event_ids=[e["id"] for e in outbox])
         if deliveries:

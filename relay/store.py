@@ -30,7 +30,6 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Advisory lock keys share one namespace per database, so they are chosen here, together.
 # Any fixed numbers work; each only has to be the same in every relay process.
 _MIGRATION_LOCK_KEY = 7146032001
-EVENT_FEED_LOCK_KEY = 7146032117
 OUTBOX_CHANNEL = "relay_outbox"
 
 # String literals, comments and quoted identifiers are copied untouched (a `:x` inside them is

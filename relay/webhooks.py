@@ -24,12 +24,14 @@ from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
 from relay.ids import new_id
 from relay.pagination import id_cursor, keyset_page
 from relay.payloads import iso, subscription_test_body
-from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Store
+from relay.store import OUTBOX_CHANNEL, Store
 
 log = structlog.get_logger(__name__)
 
 # Opaque feed cursors carry this prefix inside their base64, so a stray string is refused.
-_FEED_CURSOR_PREFIX = "seq:"
+_FEED_CURSOR_PREFIX = "tx:"
+# Cursors handed out before the feed was ordered by transaction (seq alone).
+_LEGACY_CURSOR_PREFIX = "seq:"
 # PATCH fields where an explicit null is a value ("all", "none"), so the query must be told
 # whether each was given at all.
 _NULLABLE_FIELDS = ("events", "models", "description")
@@ -68,18 +70,36 @@ class NewSubscription:
     description: str | None = None
 
 
-def encode_feed_cursor(seq: int) -> str:
+@dataclass(frozen=True, order=True)
+class FeedPosition:
+    """A place in the event feed: the writing transaction's id, then the event's seq."""
+
+    txid: int
+    seq: int
+
+
+FEED_START = FeedPosition(0, 0)
+
+
+def encode_feed_cursor(position: FeedPosition) -> str:
     """The opaque `next_cursor` of the event feed for a position."""
-    return base64.urlsafe_b64encode(f"{_FEED_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+    text = f"{_FEED_CURSOR_PREFIX}{position.txid}:{position.seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_feed_cursor(cursor: str) -> int | None:
-    """The feed position of a cursor from `encode_feed_cursor`, or None when it is not one."""
+def decode_feed_cursor(cursor: str) -> FeedPosition | int | None:
+    """The feed position of a cursor from `encode_feed_cursor`; an int (a seq) for a cursor
+    handed out before the feed was ordered by transaction; None when it is neither."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    seq = text.removeprefix(_FEED_CURSOR_PREFIX)
+    if text.startswith(_FEED_CURSOR_PREFIX):
+        txid, _, seq = text.removeprefix(_FEED_CURSOR_PREFIX).partition(":")
+        if txid.isdigit() and seq.isdigit():
+            return FeedPosition(int(txid), int(seq))
+        return None
+    seq = text.removeprefix(_LEGACY_CURSOR_PREFIX)
     if seq == text or not seq.isdigit():
         return None
     return int(seq)
@@ -178,11 +198,6 @@ class WebhookService:
             self._check_url(changes["url"])
         given = {name: name in changes for name in _NULLABLE_FIELDS}
         async with self.store.transaction() as db:
-            if changes.get("enabled"):
-                # Event fan-out holds this lock while it reads `enabled`: taking it here means
-                # every delivery parked for the disabled subscription is committed (and so
-                # resumed below), or is queued after this commit and sees it enabled.
-                await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
             row = await db.fetchrow(
                 "update_subscription",
                 id=subscription_id,
@@ -492,27 +507,33 @@ class WebhookService:
         rows = await self.store.fetch(
             "list_webhook_events",
             scope=client.scope,
-            after_seq=position,
+            after_txid=position.txid,
+            after_seq=position.seq,
             types=types,
             limit=limit + 1,
         )
-        page, next_cursor = keyset_page(rows, limit, lambda row: encode_feed_cursor(row["seq"]))
+        page, next_cursor = keyset_page(
+            rows, limit, lambda row: encode_feed_cursor(FeedPosition(int(row["txid"]), row["seq"]))
+        )
         return [row["payload"] for row in page], next_cursor
 
-    async def _feed_position(self, client: Client, after: str | None) -> int:
+    async def _feed_position(self, client: Client, after: str | None) -> FeedPosition:
         if not after:
-            return 0
-        if after.startswith("evt_"):
-            seq = await self.store.fetchval("webhook_event_seq", id=after, scope=client.scope)
-            if seq is None:
-                raise InvalidRequest(
-                    "unknown event id", [FieldError("/query/after", "no such event")]
-                )
-            return seq
-        seq = decode_feed_cursor(after)
-        if seq is None:
+            return FEED_START
+        decoded = None if after.startswith("evt_") else decode_feed_cursor(after)
+        if decoded is None and not after.startswith("evt_"):
             raise InvalidRequest(
                 "invalid cursor",
                 [FieldError("/query/after", "expected a next_cursor value or an evt_ id")],
             )
-        return seq
+        if isinstance(decoded, FeedPosition):
+            return decoded
+        row = await self.store.fetchrow(
+            "webhook_event_position",
+            id=after if decoded is None else None,
+            seq=decoded,
+            scope=client.scope,
+        )
+        if row is None:
+            raise InvalidRequest("unknown event id", [FieldError("/query/after", "no such event")])
+        return FeedPosition(int(row["txid"]), row["seq"])

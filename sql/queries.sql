@@ -222,10 +222,6 @@ ORDER BY e.task_id, e.seq
 ON CONFLICT (task_id, dedupe_key) DO NOTHING
 RETURNING id;
 
--- name: lock_event_feed
--- Held to commit: webhook_events.seq is handed out in commit order, so the feed never skips.
-SELECT pg_advisory_xact_lock(:lock_key);
-
 -- name: insert_webhook_events
 -- The outbox: one event per status change, its payload the exact webhook body.
 INSERT INTO webhook_events (id, task_id, client_id, type, payload)
@@ -239,21 +235,28 @@ RETURNING id;
 -- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
 -- Revoking a client's keys stops its API calls, not deliveries for tasks already accepted.
 -- A disabled subscription's deliveries wait, parked (next_attempt_at = infinity), until it
--- is re-enabled; the caller holds lock_event_feed, which re-enabling takes too.
+-- is re-enabled. The subscriptions read are share-locked: re-enabling one (an UPDATE of its
+-- row, then resuming its parked deliveries) waits for this transaction, or this reads it
+-- enabled; so no delivery stays parked for an enabled subscription.
 WITH ev AS (
     SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
            t.webhook_events
     FROM webhook_events w JOIN tasks t ON t.id = w.task_id
     WHERE w.id = ANY(:event_ids::text[])
+), subs AS (
+    SELECT s.id, s.client_id, s.url, s.events, s.models, s.enabled, c.role = 'admin' AS admin
+    FROM subscriptions s JOIN clients c ON c.id = s.client_id
+    WHERE s.deleted_at IS NULL
+      AND (c.role = 'admin' OR s.client_id IN (SELECT client_id FROM ev))
+    FOR SHARE OF s
 ), targets AS (
     SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
            'sub:' || s.id AS target,
            CASE WHEN s.enabled THEN now() ELSE 'infinity' END AS next_attempt_at
     FROM ev
-    JOIN subscriptions s ON s.deleted_at IS NULL
+    JOIN subs s ON (s.client_id = ev.client_id OR s.admin)
         AND (s.events IS NULL OR ev.type = ANY (s.events))
         AND (s.models IS NULL OR ev.model = ANY (s.models))
-    JOIN clients c ON c.id = s.client_id AND (c.id = ev.client_id OR c.role = 'admin')
     UNION ALL
     SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
            'url:' || ev.webhook_url, now()
@@ -475,18 +478,36 @@ FROM delivery_attempts
 WHERE delivery_id = ANY(:delivery_ids::text[])
 ORDER BY delivery_id, attempt;
 
--- name: webhook_event_seq
--- Resolve an `after=evt_...` cursor to its feed position.
-SELECT seq FROM webhook_events WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
+-- name: webhook_event_position
+-- Resolve an `after=evt_...` cursor (or an old `seq:` cursor) to its feed position.
+SELECT txid, seq FROM webhook_events
+WHERE (id = :id OR seq = :seq) AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_webhook_events
--- The event feed, oldest first, after a position: task events only (a subscription's test
--- event is for that subscription alone).
-SELECT seq, payload FROM webhook_events
-WHERE (:scope::bigint IS NULL OR client_id = :scope) AND seq > :after_seq
-  AND task_id IS NOT NULL
-  AND (:types::text[] IS NULL OR type = ANY (:types::text[]))
-ORDER BY seq
+-- The event feed after a position, in (writing transaction, seq) order, task events only (a
+-- subscription's test event is for that subscription alone). Only events of transactions
+-- below the horizon are shown: the oldest transaction of this database still running at
+-- this statement's snapshot (or the next xid to be assigned). No event can commit later
+-- below it, so a reader paging by position never skips one. Transactions that
+-- pg_stat_activity shows in other databases of the cluster do not hold the horizon back.
+WITH snap AS (
+    SELECT pg_current_snapshot() AS s
+), running_here AS (
+    SELECT x FROM snap, pg_snapshot_xip(s) AS x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                      WHERE a.datname IS DISTINCT FROM current_database()
+                        AND a.backend_xid = xid(x))
+), horizon AS (
+    SELECT least((SELECT min(x) FROM running_here), (SELECT pg_snapshot_xmax(s) FROM snap))
+        AS xid
+)
+SELECT w.txid, w.seq, w.payload FROM webhook_events w, horizon
+WHERE (:scope::bigint IS NULL OR w.client_id = :scope)
+  AND (w.txid, w.seq) > (:after_txid::xid8, :after_seq::bigint)
+  AND w.txid < horizon.xid
+  AND w.task_id IS NOT NULL
+  AND (:types::text[] IS NULL OR w.type = ANY (:types::text[]))
+ORDER BY w.txid, w.seq
 LIMIT :limit;
 
 -- name: tasks_in_flight
