@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relay import metrics
 from relay.console import sessions
-from relay.errors import NotFound, Unauthorized
+from relay.errors import FieldError, InvalidRequest, NotFound, Unauthorized
 from relay.http.common import json_response, read_body
 from relay.http.openapi import documented
 from relay.keys import CLIENT, SETTINGS, STORE
@@ -83,7 +84,9 @@ class UpstreamSummary(BaseModel):
     auth_failing: bool
     detection_count: float
     detection_mean_s: float | None
-    detection_p95_s: float | None
+    detection_p95_s: float | None = Field(
+        description="upper bucket bound holding the 95th percentile; null past the last bucket"
+    )
     in_flight: dict[str, int]
     outbox_pending: int
     outbox_oldest_age_s: float
@@ -140,14 +143,18 @@ async def console_asset(request: web.Request) -> web.Response:
     {201: SessionInfo},
     body=SessionCreate,
     auth=False,
-    errors=(401, 415),
+    errors=(401,),
 )
 async def sign_in(request: web.Request) -> web.Response:
     """Exchange an API key for a session cookie; the key is not kept by the browser."""
     # A cross-site HTML form cannot send JSON, and a cross-site fetch sending JSON needs a
     # preflight we never grant: so no other site can sign a browser in (login CSRF).
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(reason="send the key as application/json")
+        raise InvalidRequest(
+            "send the key as application/json",
+            [FieldError("/headers/Content-Type", "must be application/json")],
+            status=400,
+        )
     body = await read_body(request, SessionCreate)
     created = await sessions.create_session(request.app[STORE], body.key.strip())
     if created is None:
@@ -246,6 +253,8 @@ def _detection() -> tuple[float, float | None, float | None]:
     p95 = None
     if count:
         p95 = next((b for b in sorted(buckets) if buckets[b] >= 0.95 * count), None)
+        if p95 is not None and math.isinf(p95):  # past the largest bucket: JSON has no inf
+            p95 = None
     return count, (total / count if count else None), p95
 
 

@@ -113,7 +113,8 @@ async def test_sign_in_refuses_unknown_keys_and_non_json(
     client = await new_client()
     # A cross-site form posts urlencoded; only JSON signs in (login CSRF).
     resp = await relay_app.post("/console/session", data={"key": client["key"]})
-    await read_problem(resp, 415)
+    problem = await read_problem(resp, 400)
+    assert problem["errors"][0]["loc"] == "/headers/Content-Type"
     resp = await relay_app.post("/console/session", json={})
     problem = await read_problem(resp, 422)
     assert problem["errors"][0]["loc"] == "/key"

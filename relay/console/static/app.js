@@ -4,7 +4,6 @@ import { badge, fill, h, jsonBlock, note, safeLink, table, when } from "./dom.js
 import { stackedBars } from "./chart.js";
 
 const POLL_MS = 2000;
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const STATUSES = ["queued", "processing", "succeeded", "failed", "cancelled"];
 const view = document.getElementById("view");
 let session = null; // {client, role, key_prefix, csrf_token, expires_at}
@@ -221,10 +220,10 @@ async function taskPage(id) {
     renderTimeline(events.data, timeline);
     renderHistory(events.data, historyBox);
     renderDeliveries(deliveries.data, deliveriesBox, refresh);
-    if (TERMINAL.has(task.status) && deliveries.data.every((d) => d.status === "succeeded" || d.status === "dead")) stopLive();
   };
   await refresh();
-  if (timer === null) live(refresh);
+  // Kept polling even once the task is terminal: deliveries (and retries) still move.
+  live(refresh);
 }
 
 function renderTask(task, box) {
