@@ -9,6 +9,7 @@ from aiohttp import web
 
 from relay.budget import UpstreamBudget
 from relay.config import Settings
+from relay.console import routes as console_routes
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.durations import DurationModel
 from relay.egress import create_webhook_session
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(webhook_routes.routes)
         app.add_routes(client_routes.routes)
         app.add_routes(model_routes.routes)
+        console_routes.setup(app)
     return app
 
 

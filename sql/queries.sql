@@ -795,3 +795,57 @@ WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
   AND (:to_at::timestamptz IS NULL OR t.created_at < :to_at)
 GROUP BY 1
 ORDER BY 1;
+
+-- The console (relay/console): browser sessions, subscription health, upstream summary.
+
+-- name: purge_console_sessions
+-- Expired sessions are useless; dropped whenever someone signs in.
+DELETE FROM console_sessions WHERE expires_at < now();
+
+-- name: insert_console_session
+-- A new console session for the client behind a live key.
+INSERT INTO console_sessions (token_hash, client_id, key_hash, key_prefix, csrf_token,
+                              expires_at)
+VALUES (:token_hash, :client_id, :key_hash, :key_prefix, :csrf_token,
+        now() + make_interval(secs => :lifetime_s))
+RETURNING expires_at;
+
+-- name: console_session_client
+-- The client of an unexpired session whose key is still live (columns named as Client's
+-- fields), with the session's CSRF token.
+SELECT c.id, c.name, c.role, s.key_prefix, s.csrf_token, s.expires_at
+FROM console_sessions s
+JOIN client_keys k ON k.key_hash = s.key_hash AND k.client_id = s.client_id
+    AND k.revoked_at IS NULL
+JOIN clients c ON c.id = s.client_id
+WHERE s.token_hash = :token_hash AND s.expires_at > now();
+
+-- name: delete_console_session
+-- Sign out.
+DELETE FROM console_sessions WHERE token_hash = :token_hash;
+
+-- name: subscription_health
+-- Per subscription the caller may see: attempts and successes over the last day, and the
+-- newest failed attempt (status code, error, excerpt, when).
+SELECT s.id AS subscription_id,
+       count(a.*) AS attempts,
+       count(a.*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS succeeded,
+       last_failure.status_code AS last_status_code,
+       last_failure.error AS last_error,
+       last_failure.response_excerpt AS last_response_excerpt,
+       last_failure.created_at AS last_error_at
+FROM subscriptions s
+LEFT JOIN deliveries d ON d.subscription_id = s.id
+LEFT JOIN delivery_attempts a
+       ON a.delivery_id = d.id AND a.created_at > now() - make_interval(secs => :window_s)
+LEFT JOIN LATERAL (
+    SELECT fa.status_code, fa.error, fa.response_excerpt, fa.created_at
+    FROM deliveries fd JOIN delivery_attempts fa ON fa.delivery_id = fd.id
+    WHERE fd.subscription_id = s.id
+      AND (fa.status_code IS NULL OR fa.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY fa.created_at DESC
+    LIMIT 1
+) last_failure ON true
+WHERE s.deleted_at IS NULL AND (:scope::bigint IS NULL OR s.client_id = :scope)
+GROUP BY s.id, last_failure.status_code, last_failure.error, last_failure.response_excerpt,
+         last_failure.created_at;

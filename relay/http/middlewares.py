@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from relay import clients, metrics
+from relay.console import sessions as console_sessions
 from relay.errors import (
     FieldError,
     Forbidden,
@@ -32,6 +33,8 @@ PROBLEM_JSON = "application/problem+json"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 # What a read-only (auditor) key may send.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The API, and the console's JSON summaries: a Bearer key or a console session cookie.
+AUTHENTICATED_PREFIXES = ("/v1", "/console/api")
 # While the database is unavailable clients are told to come back: a pool reconnects within
 # seconds of the server returning, so a short wait beats hammering a recovering server.
 DATABASE_RETRY_AFTER_S = 5
@@ -165,13 +168,19 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /v1 request carries `Authorization: Bearer rk_...` of an active client."""
-    if request.path in PUBLIC_PATHS or not request.path.startswith("/v1"):
+    """Every /v1 request carries `Authorization: Bearer rk_...` of an active client (or a
+    console session cookie)."""
+    if request.path in PUBLIC_PATHS or not request.path.startswith(AUTHENTICATED_PREFIXES):
         return await handler(request)
+    # Without a key, the console's browser session stands for the client whose key signed
+    # in: the same Client, so the console sees and does exactly what that key would.
+    console_client = None
+    if "Authorization" not in request.headers:
+        console_client = await console_sessions.client_from_cookie(request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if console_client is None and (scheme.lower() != "bearer" or not key.strip()):
         raise Unauthorized("missing Authorization: Bearer <key>")
-    client = await clients.authenticate(request.app[STORE], key.strip())
+    client = console_client or await clients.authenticate(request.app[STORE], key.strip())
     if client is None:
         raise Unauthorized("unknown or revoked API key")
     request[CLIENT] = client
