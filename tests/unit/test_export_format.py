@@ -16,6 +16,7 @@ from relay.payloads import history_json, task_json
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_ROW = {
+    "client_name": "svc-a",
     "id": "tsk_1",
     "model": "m",
     "status": "queued",
