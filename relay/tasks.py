@@ -158,9 +158,18 @@ class TaskService:
         return errors
 
     async def create_task(
-        self, client: Client, task: NewTask, idempotency_key: str | None
+        self,
+        client: Client,
+        task: NewTask,
+        idempotency_key: str | None,
+        *,
+        traceparent: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Store a task and submit it upstream. Returns (task row, created)."""
+        """Store a task and submit it upstream. Returns (task row, created).
+
+        `traceparent` (W3C, validated) goes with every webhook of the task; it is not part
+        of the request's identity, so a replay with another one is still a replay.
+        """
         self.validate(task)
         task_id = new_id("tsk")
         request_hash = task.request_hash()
@@ -176,6 +185,7 @@ class TaskService:
                     webhook_url=task.webhook_url,
                     webhook_events=task.webhook_events,
                     submit_lease_s=self.submit_lease_s,
+                    traceparent=traceparent,
                 )
                 if idempotency_key is not None:
                     claimed = await db.fetchrow(
