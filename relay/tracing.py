@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -142,8 +143,12 @@ def enable(provider: TracerProvider) -> None:
         AioHttpClientInstrumentor(),
         AsyncPGInstrumentor(),
     ]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider)
+    with warnings.catch_warnings():
+        # The server instrumentation subclasses web.Application, which aiohttp discourages
+        # with a DeprecationWarning; it is that package's choice, not a problem to report.
+        warnings.filterwarnings("ignore", "Inheritance class", DeprecationWarning)
+        for instrumentor in instrumentors:
+            instrumentor.instrument(tracer_provider=provider)
     _state.instrumentors = instrumentors
     _state.tracer = provider.get_tracer("relay")
 
