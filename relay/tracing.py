@@ -138,19 +138,25 @@ def enable(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    instrumentors = [
-        AioHttpServerInstrumentor(),
-        AioHttpClientInstrumentor(),
-        AsyncPGInstrumentor(),
-    ]
+    client = AioHttpClientInstrumentor()
+    instrumentors = [AioHttpServerInstrumentor(), client, AsyncPGInstrumentor()]
     with warnings.catch_warnings():
         # The server instrumentation subclasses web.Application, which aiohttp discourages
         # with a DeprecationWarning; it is that package's choice, not a problem to report.
         warnings.filterwarnings("ignore", "Inheritance class", DeprecationWarning)
         for instrumentor in instrumentors:
-            instrumentor.instrument(tracer_provider=provider)
+            if instrumentor is client:
+                # Outgoing URLs without their query: a webhook URL may carry a receiver's token.
+                instrumentor.instrument(tracer_provider=provider, url_filter=_without_query)
+            else:
+                instrumentor.instrument(tracer_provider=provider)
     _state.instrumentors = instrumentors
     _state.tracer = provider.get_tracer("relay")
+
+
+def _without_query(url: Any) -> str:
+    """A yarl URL as recorded on client spans: no user-info, no query, no fragment."""
+    return str(url.with_user(None).with_query(None).with_fragment(None))
 
 
 def disable() -> None:

@@ -64,7 +64,8 @@ async def test_api_request_upstream_call_poll_and_delivery_are_spans_of_one_trac
     api = await start_relay(**ALL_ROLES)
     client = await new_client()
     async with running_receiver() as receiver:
-        task = await submit_task(api, client, webhook_url=receiver.url("/hooks"))
+        # A receiver keeping a token in its URL: the token must not reach a span.
+        task = await submit_task(api, client, webhook_url=receiver.url("/hooks?token=s3cr3t"))
         (webhook,) = await receiver.wait_for_requests(1)
 
         async def recorded(name: str, **attributes: object) -> list[ReadableSpan]:
@@ -104,6 +105,10 @@ async def test_api_request_upstream_call_poll_and_delivery_are_spans_of_one_trac
         assert (attempt.attributes or {})["http.response.status_code"] == 200
         (post,) = children(list(spans.get_finished_spans()), attempt)
         assert post.kind == SpanKind.CLIENT and http_method(post) == "POST"
+        assert str((post.attributes or {}).get("http.url")) == receiver.url("/hooks")
+        # (Server spans are left out: the in-process receiver's own span records its URL.)
+        recorded_by_relay = [s for s in spans.get_finished_spans() if s.kind != SpanKind.SERVER]
+        assert "s3cr3t" not in "".join(s.to_json() for s in recorded_by_relay)
         trace_id = f"{request.context.trace_id:032x}"
         flags = f"{int(post.context.trace_flags):02x}"
         assert (
