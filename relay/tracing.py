@@ -50,6 +50,8 @@ class _State:
 
     tracer: Any = None
     instrumentors: Sequence[Any] = ()
+    # Asked for without the extra: warned once, however many applications are created.
+    warned_unavailable = False
 
 
 _state = _State()
@@ -97,10 +99,12 @@ def setup() -> bool:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     except ImportError:
         # Asked for, but the extra is missing: say so once rather than fail a working relay.
-        log.warning(
-            "tracing_unavailable",
-            reason="OTEL_* variables ask for traces but the `otel` extra is not installed",
-        )
+        if not _state.warned_unavailable:
+            _state.warned_unavailable = True
+            log.warning(
+                "tracing_unavailable",
+                reason="OTEL_* variables ask for traces but the `otel` extra is not installed",
+            )
         return False
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; only a service
     # left unnamed by both gets the relay's name.
