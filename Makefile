@@ -11,8 +11,9 @@ LOCK_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --universal --pytho
 	--generate-hashes --custom-compile-command 'make lock'
 # Runtime dependencies only (the Dockerfile installs this one).
 LOCK_RUNTIME_ARGS :=
-# Runtime + the embedded extra (`relay demo`) + the dev dependency group (tests, CI tools).
-LOCK_DEV_ARGS := --extra embedded --group dev
+# Runtime + the embedded extra (`relay demo`) + the otel extra (tracing, tested) + the dev
+# dependency group (tests, CI tools).
+LOCK_DEV_ARGS := --extra embedded --extra otel --group dev
 
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
 	bench-latency clean

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from relay import tracing
 from relay.budget import UpstreamBudget
 from relay.config import Settings
 from relay.console import routes as console_routes
@@ -52,6 +53,9 @@ UPSTREAM_CONNECTIONS = 256
 
 def create_app(settings: Settings) -> web.Application:
     """The relay as an aiohttp application; roles decide which loops start with it."""
+    # Before the application exists: the aiohttp server instrumentation applies to
+    # applications created after it (a no-op unless the otel extra and OTEL_* ask for it).
+    tracing.setup()
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[request_context, problems, authenticate],

@@ -289,6 +289,7 @@ def load_settings(**overrides: object) -> Settings:
     unknown = unknown_variable_errors(environ)
     if unknown:
         raise ConfigError(unknown[0] if len(unknown) == 1 else "; ".join(unknown))
+    otel_trace_exporters(environ)  # an exporter the relay lacks stops start-up here, named
     from_files = secret_file_values(environ)
     try:
         return Settings(**{**from_files, **overrides})  # type: ignore[arg-type]
@@ -302,3 +303,38 @@ def load_settings(**overrides: object) -> Settings:
         if field in from_files:
             variable += f" (from {variable}{FILE_SUFFIX})"
         raise ConfigError(f"{variable}: {message.strip()}") from None
+
+
+# Tracing (relay.tracing): the OpenTelemetry SDK's own standard variables, not settings of the
+# relay, so RELAY_* rules do not apply. The SDK reads the rest (endpoint, headers, sampler,
+# resource); only whether to trace at all, and through which exporters, is decided here.
+OTEL_TRACE_EXPORTERS = ("otlp", "console")
+
+
+def otel_trace_exporters(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The span exporters OTEL_* asks for; empty when tracing is not asked for.
+
+    Traces are asked for by `OTEL_TRACES_EXPORTER` (`otlp`, `console`, comma-separated;
+    `none` turns tracing off) or, that unset, by an OTLP endpoint
+    (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    `OTEL_SDK_DISABLED=true` turns it off whatever else is set. Raises ConfigError naming
+    an exporter the relay does not ship.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    names = [name.lower() for name in split_commas(env.get("OTEL_TRACES_EXPORTER", ""))]
+    if not names:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        return ("otlp",) if endpoint else ()
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in OTEL_TRACE_EXPORTERS]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER: {unknown[0]!r} is not available; "
+            f"use {', '.join(OTEL_TRACE_EXPORTERS)} or none"
+        )
+    return tuple(dict.fromkeys(names))

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import metrics
+from relay import metrics, tracing
 from relay.config import Settings, settings_subset
 from relay.delivery_policy import (
     RESPONSE_READ_LIMIT,
@@ -217,6 +217,7 @@ class Dispatcher(Loop):
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, LISTEN_RETRY_MAX_S)
 
+    @tracing.webhook_attempt
     async def _attempt(self, row: Mapping[str, Any]) -> AttemptResult:
         """One signed POST; never raises for anything the receiver or network does."""
         now = self.clock()
@@ -232,6 +233,7 @@ class Dispatcher(Loop):
         headers = {
             "Content-Type": "application/json",
             **webhook_headers(secrets, row["event_id"], int(now), body),
+            **tracing.delivery_headers(row["traceparent"]),  # the submission's trace
         }
         timeout_s = self.settings.webhook_timeout_s
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from relay import metrics
+from relay import metrics, tracing
 from relay.budget import UpstreamBudget
 from relay.config import Settings, settings_subset
 from relay.durations import DurationModel, record_phase_durations
@@ -137,6 +137,7 @@ class Poller(Loop):
         self._concurrency = asyncio.Semaphore(settings.poll_concurrency)
         self._starved = False
 
+    @tracing.poll_pass
     async def run_pass(self) -> int:
         """Pay for a batch, claim that many due tasks, poll them, write the outcomes."""
         paid = await self.budget.take(self.batch_size, urgent=False)

@@ -170,11 +170,14 @@ class TaskService:
         idempotency_key: str | None,
         *,
         request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a task and submit it upstream. Returns (task row, created).
 
         The action log records who created it (key prefix, `request_id`) in the same
         transaction; an idempotent replay creates nothing and records nothing.
+        `traceparent` (W3C, validated) goes with every webhook of the task; it is not part
+        of the request's identity, so a replay with another one is still a replay.
         """
         self.validate(task)
         task_id = new_id("tsk")
@@ -191,6 +194,7 @@ class TaskService:
                     webhook_url=task.webhook_url,
                     webhook_events=task.webhook_events,
                     submit_lease_s=self.submit_lease_s,
+                    traceparent=traceparent,
                 )
                 if idempotency_key is not None:
                     claimed = await db.fetchrow(

@@ -63,10 +63,10 @@ RETURNING id, previous_signing_secret_until;
 -- name: insert_task
 -- A new task, durable before anything is sent upstream; the submit lease lasts :submit_lease_s.
 INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
-                   submit_attempts, next_submit_at, client_name)
+                   submit_attempts, next_submit_at, client_name, traceparent)
 VALUES (:id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
         1, now() + make_interval(secs => :submit_lease_s),
-        (SELECT name FROM clients WHERE id = :client_id))
+        (SELECT name FROM clients WHERE id = :client_id), :traceparent)
 RETURNING *;
 
 -- name: insert_idempotency_key
@@ -358,6 +358,7 @@ RETURNING id;
 -- :now is "now" for the secret-rotation window, :per_target_limit the per-target cap,
 -- :in_flight {target: deliveries this dispatcher already has in flight}.
 -- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
+-- traceparent: the task's, sent with every delivery of it (relay.tracing).
 WITH ready AS (
     SELECT d.id, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
@@ -400,7 +401,8 @@ RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count,
           CASE WHEN due.subscription_id IS NOT NULL
                THEN CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
                WHEN c.previous_signing_secret_until > :now THEN c.previous_signing_secret
-          END AS previous_secret;
+          END AS previous_secret,
+          (SELECT t.traceparent FROM tasks t WHERE t.id = d.task_id) AS traceparent;
 
 -- name: complete_deliveries
 -- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from relay import tracing
 from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
@@ -70,7 +71,9 @@ class TaskListQuery(BaseModel):
     errors=(409,),
     headers={
         "Idempotency-Key": "Replays return the original task (200, header "
-        "`Idempotent-Replayed: true`) for 24 h or more; 1 to 255 UTF-8 characters"
+        "`Idempotent-Replayed: true`) for 24 h or more; 1 to 255 UTF-8 characters",
+        "traceparent": "W3C Trace Context; sent with every webhook of the task so the "
+        "receiver's trace links to the submission (an invalid value is ignored)",
     },
 )
 async def create_task(request: web.Request) -> web.Response:
@@ -84,8 +87,14 @@ async def create_task(request: web.Request) -> web.Response:
         webhook_events=list(body.webhook_events) if body.webhook_events else None,
         metadata=body.metadata,
     )
+    # Carried to the task's webhooks (README "Tracing"); an invalid header is ignored.
+    traceparent = tracing.submission_traceparent(request.headers.get(tracing.TRACEPARENT_HEADER))
     row, created = await request.app[TASKS].create_task(
-        request[CLIENT], new_task, key, request_id=request.get(REQUEST_ID)
+        request[CLIENT],
+        new_task,
+        key,
+        request_id=request.get(REQUEST_ID),
+        traceparent=traceparent,
     )
     response = json_response(task_json(row), status=202 if created else 200)
     response.headers["Location"] = f"/v1/tasks/{row['id']}"
