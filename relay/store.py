@@ -16,6 +16,11 @@ from typing import Any
 import asyncpg
 import structlog
 
+try:  # optional: a faster encoder for the json/jsonb codec (see _dumps)
+    import orjson
+except ImportError:  # pragma: no cover - the pure-Python encoder is the fallback
+    orjson = None  # type: ignore[assignment]
+
 log = structlog.get_logger(__name__)
 
 Row = Mapping[str, Any]
@@ -165,6 +170,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def _dumps(value: Any) -> str:
+    """JSON text for a json/jsonb parameter.
+
+    orjson when installed (about ten times faster; every outcome, attempt batch and history
+    entry passes through here). Postgres parses the text into jsonb, so only the value
+    matters, not the bytes: orjson writes UTF-8 where json escapes, and both write floats
+    and datetimes the same way. What orjson refuses (integers beyond 64 bits, lone
+    surrogates, non-string keys) goes through `json` exactly as before. Decoding stays with
+    `json.loads`: orjson would turn integers beyond 64 bits into floats.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, default=_json_default).decode()
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
