@@ -16,7 +16,7 @@ LOCK_RUNTIME_ARGS :=
 LOCK_DEV_ARGS := --extra embedded --extra otel --group dev
 
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
-	bench-latency clean
+	bench-latency bench-submit clean
 
 # The project's own packages are installed editable without resolving anything more (their
 # dependencies are in the lock): the server, and the Python client in clients/python.
@@ -77,6 +77,12 @@ demo: $(STAMP)
 # (a few minutes at the default time scale). Extra flags: make bench-latency ARGS='--tasks 50'
 bench-latency: $(STAMP)
 	$(BIN)/python bench/latency_bench.py --scenario both $(ARGS)
+
+# POST /v1/tasks through one and two api replicas against the same loop straight to the
+# simulator, at concurrency 1, 8 and 32 (2,000 submissions per point, a few minutes).
+# Extra flags: make bench-submit ARGS='--concurrency 32 --replicas 1'
+bench-submit: $(STAMP)
+	$(BIN)/python bench/submit_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .demo .pytest_cache .ruff_cache

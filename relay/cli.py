@@ -202,6 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when installed (measured faster for both the API and the
+    dispatcher, see README "Measured"), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if a loop died."""
     from aiohttp import web
@@ -209,6 +219,8 @@ def serve(settings: Settings) -> int:
     from relay.app import create_app
     from relay.keys import RUNTIME
 
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)  # create_app and run_app both use this loop
     app = create_app(settings)
     died: list[str] = []
 
@@ -228,6 +240,7 @@ def serve(settings: Settings) -> int:
         print=None,
         access_log=None,
         handle_signals=True,
+        loop=loop,
     )
     return EXIT_FAILURE if died else EXIT_OK
 

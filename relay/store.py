@@ -16,6 +16,11 @@ from typing import Any
 import asyncpg
 import structlog
 
+try:  # optional: a faster encoder for the json/jsonb codec (see _dumps)
+    import orjson
+except ImportError:  # pragma: no cover - the pure-Python encoder is the fallback
+    orjson = None  # type: ignore[assignment]
+
 log = structlog.get_logger(__name__)
 
 Row = Mapping[str, Any]
@@ -163,7 +168,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Before a connection goes back to the pool: only roll back a transaction left open.
+
+    asyncpg's default reset costs a round trip per use (unlisten, unlock, reset settings);
+    the relay keeps no session state on pooled connections (LISTEN and the migration lock
+    use their own connections, settings are SET LOCAL), so that round trip buys nothing.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 def _dumps(value: Any) -> str:
+    """JSON text for a json/jsonb parameter.
+
+    orjson when installed (about ten times faster; every outcome, attempt batch and history
+    entry passes through here). Postgres parses the text into jsonb, so only the value
+    matters, not the bytes: orjson writes UTF-8 where json escapes, and both write floats
+    and datetimes the same way. What orjson refuses (integers beyond 64 bits, lone
+    surrogates, non-string keys) goes through `json` exactly as before. Decoding stays with
+    `json.loads`: orjson would turn integers beyond 64 bits into floats.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, default=_json_default).decode()
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
@@ -223,7 +253,12 @@ class Store(Db):
     async def open(cls, dsn: str, *, size: int = 10) -> Store:
         """Connect a pool; every connection decodes json/jsonb to Python values."""
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=60
+            dsn,
+            min_size=1,
+            max_size=size,
+            init=_init_connection,
+            reset=_reset_connection,
+            command_timeout=60,
         )
         return cls(pool, dsn)
 
