@@ -176,7 +176,7 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
     use their own connections, settings are SET LOCAL), so that round trip buys nothing.
     """
     if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+        await conn.execute("ROLLBACK;")  # a protocol statement, not a named query
 
 
 def _dumps(value: Any) -> str:
