@@ -33,16 +33,20 @@ MIN_SAMPLES = 12
 # The probability of a change since the last look that is always worth a request.
 # Small enough that ~95% of transitions fall where polls are dense (see the README).
 CHANGE_PROBABILITY = 0.04
-# Where a change is more likely than at the median (late in the distribution), polls may
-# come closer than the dense interval, down to this share of it.
-DENSE_FLOOR = 0.6
+# Polls never come closer than this share of the dense interval, even late in the
+# distribution where the hazard climbs: those transitions are few, and closer polls there
+# cost more requests than they save delay.
+DENSE_FLOOR = 1.0
+# Tasks still queued are polled for a delay this many times the target: leaving the queue
+# only fires task.processing; the result is what callers wait for.
+QUEUED_TARGET_FACTOR = 2.0
 # Past this quantile of the distribution the task has outlived what was learned.
 OUTLIVED_QUANTILE = 0.995
 # While nothing changes (cold start, or an outlived distribution), each interval grows so.
 BACKOFF_FACTOR = 1.5
 # Learned schedules may wait this many times the configured maximum interval while a
 # change is still very unlikely (the cold-start backoff never exceeds the maximum).
-SPARSE_MAX_FACTOR = 2.0
+SPARSE_MAX_FACTOR = 4.0
 # Jitter keeps tasks submitted together from polling in lockstep; small, so the dense
 # interval (and with it the detection delay) stays what the operator asked for.
 JITTER = 0.05

@@ -35,6 +35,7 @@ from relay.durations import DurationModel, record_phase_durations
 from relay.loops import Loop, new_owner_id
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.poll_schedule import (
+    QUEUED_TARGET_FACTOR,
     DurationKnowledge,
     ScheduleSettings,
     next_poll,
@@ -93,12 +94,13 @@ class PollerSettings:
         """Pick this loop's values out of the process settings."""
         return settings_subset(cls, settings)
 
-    @property
-    def schedule(self) -> ScheduleSettings:
-        """The scheduler's knobs."""
-        return ScheduleSettings(
-            self.poll_interval_min_s, self.poll_interval_max_s, self.poll_target_delay_s
-        )
+    def schedule(self, status: str) -> ScheduleSettings:
+        """The scheduler's knobs for a task in `status`: the queue is watched less closely
+        (leaving it only means `task.processing`; the result is what callers wait for)."""
+        target = self.poll_target_delay_s
+        if status == "queued":
+            target *= QUEUED_TARGET_FACTOR
+        return ScheduleSettings(self.poll_interval_min_s, self.poll_interval_max_s, target)
 
 
 @dataclass
@@ -436,7 +438,7 @@ class Poller(Loop):
             elapsed_s=elapsed,
             changed=changed,
             previous_interval_s=row["poll_interval_s"],
-            settings=self.settings.schedule,
+            settings=self.settings.schedule(outcome.status),
         )
         outcome.poll_interval_s = decision.interval_s
         outcome.poll_delay_s = max(decision.delay_s, result.retry_after or 0.0)

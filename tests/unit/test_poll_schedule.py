@@ -63,7 +63,10 @@ def test_polls_are_sparse_while_a_change_is_unlikely(processing: PhaseDistributi
         processing, elapsed_s=5, changed=True, previous_interval_s=None, settings=SETTINGS
     )
     assert decision.reason == "sparse"
-    assert decision.interval_s == SETTINGS.max_interval_s * SPARSE_MAX_FACTOR
+    assert 3 * SETTINGS.dense_interval_s < decision.interval_s
+    assert decision.interval_s <= SETTINGS.max_interval_s * SPARSE_MAX_FACTOR
+    # ...but not past the point where a change has become CHANGE_PROBABILITY likely.
+    assert processing.cdf_at(5 + decision.interval_s) <= CHANGE_PROBABILITY + 0.001
 
 
 def test_polls_never_wait_past_a_likely_change(processing: PhaseDistribution) -> None:
