@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +13,9 @@ from relay import actions, metrics
 from relay.actions import Actor, record_action
 from relay.budget import UpstreamBudget
 from relay.clients import Client
-from relay.egress import Network, literal_ip_denied
+from relay.egress import Network
 from relay.errors import (
     Conflict,
-    FieldError,
-    InvalidRequest,
     NotFound,
     ServiceUnavailable,
     UpstreamFailed,
@@ -35,6 +30,7 @@ from relay.outcomes import (
 )
 from relay.pagination import id_cursor, keyset_page
 from relay.store import Store
+from relay.task_validation import NewTask, TaskValidation
 from relay.upstream.client import (
     UpstreamAuthError,
     UpstreamClient,
@@ -47,8 +43,6 @@ from relay.vocabulary import TERMINAL_STATUSES
 
 log = structlog.get_logger(__name__)
 
-# Metadata is for correlation ids, not payloads.
-METADATA_MAX_BYTES = 4096
 # Resubmission backoff: doubles from 1 s, capped at a minute. The first accepted submission
 # after an outage pulls every deferred one forward (`pull_deferred_submissions`), but only
 # in a replica that deferred something; the cap bounds recovery everywhere else (a replica
@@ -57,22 +51,6 @@ RESUBMIT_BASE_S = 1.0
 RESUBMIT_MAX_S = 60.0
 # How long a submission may be in flight before the resubmitter assumes its caller died.
 SUBMIT_LEASE_MARGIN_S = 15.0
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A validated `POST /v1/tasks` body."""
-
-    model: str
-    input: dict[str, Any]
-    webhook_url: str | None = None
-    webhook_events: list[str] | None = None
-    metadata: dict[str, Any] | None = None
-
-    def request_hash(self) -> str:
-        """Canonical hash of the body: the idempotency comparison."""
-        canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class _IdempotentReplay(Exception):
@@ -86,7 +64,7 @@ def resubmit_delay(attempts: int, retry_after: float | None = None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-class TaskService:
+class TaskService(TaskValidation):
     """Every task operation the API and the background loops perform."""
 
     def __init__(
@@ -111,57 +89,6 @@ class TaskService:
         # deferred task forward, so recovery after an outage is paced by the budget, not
         # by backoff accumulated during it.
         self._deferred = False
-
-    def validate(self, task: NewTask) -> None:
-        """Model known, input valid for its schema, metadata small: or InvalidRequest."""
-        errors = self.field_errors(task.__dict__)
-        if task.webhook_url is not None:
-            denied = literal_ip_denied(task.webhook_url, self.webhook_deny_cidrs)
-            if denied:
-                errors.append(FieldError("/webhook_url", denied))
-        if errors:
-            detail = f"{len(errors)} validation error(s) in the request"
-            if not self.catalog.accepts(task.model):
-                known = ", ".join(self.catalog.names)
-                detail = f"unknown model {task.model!r}; known models: {known}"
-            raise InvalidRequest(detail, errors)
-
-    def field_errors(self, body: Mapping[str, Any]) -> list[FieldError]:
-        """Violations a task body's own schema cannot see, located by JSON pointer.
-
-        Works on a raw, unvalidated body too (a field of the wrong type is skipped: the
-        body's validation reports it), so an invalid body still hears about its input.
-        """
-        errors: list[FieldError] = []
-        model, task_input = body.get("model"), body.get("input")
-        if isinstance(model, str):
-            if model in self.catalog:
-                if isinstance(task_input, dict):
-                    errors += self.catalog.validate_input(model, task_input)
-            elif not self.catalog.accepts(model):
-                # The input cannot be checked without a schema; other fields still can.
-                # (Accepted without one only under RELAY_UNKNOWN_MODELS=forward: then
-                # upstream judges the input and its 4xx fails the task.)
-                errors.append(
-                    FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")
-                )
-        metadata = body.get("metadata")
-        if isinstance(metadata, dict):
-            encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-            # surrogatepass: a lone surrogate is reported on its own; it must not crash this.
-            size = len(encoded.encode(errors="surrogatepass"))
-            if size > METADATA_MAX_BYTES:
-                errors.append(
-                    FieldError("/metadata", f"is {size} bytes; at most {METADATA_MAX_BYTES}")
-                )
-        events = body.get("webhook_events")
-        if isinstance(events, list):
-            if events and body.get("webhook_url") is None:
-                # Task events filter deliveries to the task's own webhook_url; without one
-                # they would silently do nothing (subscriptions have their own filter).
-                errors.append(FieldError("/webhook_events", "needs a webhook_url to apply to"))
-            errors += repeated_entries(events, "/webhook_events")
-        return errors
 
     async def create_task(
         self,
@@ -427,19 +354,3 @@ class TaskService:
             )
         log.info("cancel_requested", task_id=task_id)
         return row
-
-
-def repeated_entries(values: Sequence[Any], base: str) -> list[FieldError]:
-    """Each entry of a list that repeats an earlier one, located at the repeat."""
-    errors = []
-    first: dict[str, int] = {}
-    for index, value in enumerate(values):
-        if not isinstance(value, str):
-            continue
-        if value in first:
-            errors.append(
-                FieldError(f"{base}/{index}", f"repeats {value!r} (entry {first[value]})")
-            )
-        else:
-            first[value] = index
-    return errors

@@ -1,13 +1,14 @@
 """Subscriptions, deliveries and the event feed: the domain service behind their routes.
 
+Recovery, bulk retries and test events live in `relay.redelivery`, the event feed in
+`relay.feed`; both are mixed into `WebhookService`, the one service the routes call.
+
 A client sees its own subscriptions, deliveries and events; an admin (scope None) sees
 everyone's. Another client's id answers NotFound, exactly like an id that does not exist.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,43 +22,18 @@ from relay.actions import Actor, record_action
 from relay.clients import Client, new_signing_secret
 from relay.egress import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
+from relay.feed import EventFeed
 from relay.ids import new_id
 from relay.pagination import id_cursor, keyset_page
-from relay.payloads import iso, subscription_test_body
+from relay.payloads import iso
+from relay.redelivery import BULK_LIMIT, Redelivery
 from relay.store import OUTBOX_CHANNEL, Store
 
 log = structlog.get_logger(__name__)
 
-# Opaque feed cursors carry this prefix inside their base64, so a stray string is refused.
-_FEED_CURSOR_PREFIX = "tx:"
-# Cursors handed out before the feed was ordered by transaction (seq alone).
-_LEGACY_CURSOR_PREFIX = "seq:"
 # PATCH fields where an explicit null is a value ("all", "none"), so the query must be told
 # whether each was given at all.
 _NULLABLE_FIELDS = ("events", "models", "description")
-# Deliveries one recover or bulk-retry call queues at most: one bounded statement (about a
-# second of work), and the answer says `more` so the caller repeats for the rest.
-BULK_LIMIT = 10_000
-# The type of the event `POST /v1/subscriptions/{id}/test` sends (not a task event).
-TEST_EVENT_TYPE = "webhook.test"
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    """What a recover or bulk retry queued, and whether matching deliveries remain."""
-
-    queued: int
-    more: bool
-
-
-@dataclass(frozen=True)
-class DeliveryFilter:
-    """Which failed or dead deliveries `POST /v1/deliveries/retry` sends again."""
-
-    subscription_id: str | None = None
-    status: str | None = None
-    since: datetime | None = None
-    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,42 +46,7 @@ class NewSubscription:
     description: str | None = None
 
 
-@dataclass(frozen=True, order=True)
-class FeedPosition:
-    """A place in the event feed: the writing transaction's id, then the event's seq."""
-
-    txid: int
-    seq: int
-
-
-FEED_START = FeedPosition(0, 0)
-
-
-def encode_feed_cursor(position: FeedPosition) -> str:
-    """The opaque `next_cursor` of the event feed for a position."""
-    text = f"{_FEED_CURSOR_PREFIX}{position.txid}:{position.seq}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_feed_cursor(cursor: str) -> FeedPosition | int | None:
-    """The feed position of a cursor from `encode_feed_cursor`; an int (a seq) for a cursor
-    handed out before the feed was ordered by transaction; None when it is neither."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if text.startswith(_FEED_CURSOR_PREFIX):
-        txid, _, seq = text.removeprefix(_FEED_CURSOR_PREFIX).partition(":")
-        if txid.isdigit() and seq.isdigit():
-            return FeedPosition(int(txid), int(seq))
-        return None
-    seq = text.removeprefix(_LEGACY_CURSOR_PREFIX)
-    if seq == text or not seq.isdigit():
-        return None
-    return int(seq)
-
-
-class WebhookService:
+class WebhookService(Redelivery, EventFeed):
     """Every subscription/delivery/event-feed operation of the API."""
 
     def __init__(
@@ -279,86 +220,6 @@ class WebhookService:
         log.info("subscription_secret_rotated", subscription_id=subscription_id)
         return dict(row), secret
 
-    async def recover(
-        self,
-        client: Client,
-        subscription_id: str,
-        since: datetime,
-        *,
-        request_id: str | None = None,
-    ) -> BulkResult:
-        """Queue again what the subscription missed since `since` (Svix's recover).
-
-        Every event since then that the subscription should have received (its client's
-        events, or every client's for an admin's subscription, matching its current events
-        and models filters, created while it existed) whose delivery failed, is dead or was
-        never made is queued: failed and dead ones become pending now, missing ones get a
-        new delivery; the webhook-id is the event id as always. At most BULK_LIMIT per call.
-        A disabled subscription's recovered deliveries wait until it is re-enabled.
-        """
-        async with self.store.transaction() as db:
-            row = await db.fetchrow(
-                "recover_subscription",
-                id=subscription_id,
-                scope=client.scope,
-                since=since,
-                limit=self.bulk_limit,
-            )
-            assert row is not None
-            if not row["found"]:
-                raise NotFound("subscription")
-            if row["queued"]:
-                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
-            await record_action(
-                db,
-                Actor.of(client, request_id),
-                actions.SUBSCRIPTION_RECOVERED,
-                "subscription",
-                subscription_id,
-                {"since": since.isoformat(), "queued": row["queued"], "more": row["more"]},
-            )
-        log.info(
-            "subscription_recovered",
-            subscription_id=subscription_id,
-            queued=row["queued"],
-            more=row["more"],
-        )
-        return BulkResult(row["queued"], row["more"])
-
-    async def send_test_event(self, client: Client, subscription_id: str) -> dict[str, Any]:
-        """Queue a signed `webhook.test` event for this subscription only; returns its delivery.
-
-        The event is not a task event: it has no task, goes to no other subscriber and is
-        not in the event feed. 409 when the subscription is disabled.
-        """
-        subscription = await self.get_subscription(client, subscription_id)
-        if not subscription["enabled"]:
-            raise Conflict(
-                "the subscription is disabled; re-enable it first", "subscription-disabled"
-            )
-        event_id = new_id("evt")
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        async with self.store.transaction() as db:
-            event = await db.fetchrow(
-                "insert_test_event",
-                id=event_id,
-                client_id=subscription["client_id"],
-                type=TEST_EVENT_TYPE,
-                payload=subscription_test_body(event_id, TEST_EVENT_TYPE, now, subscription_id),
-            )
-            assert event is not None
-            delivery_id = await db.fetchval(
-                "insert_test_delivery",
-                event_id=event_id,
-                event_seq=event["seq"],
-                client_id=subscription["client_id"],
-                subscription_id=subscription_id,
-                url=subscription["url"],
-            )
-            await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
-        log.info("subscription_test_event", subscription_id=subscription_id, event_id=event_id)
-        return await self.get_delivery(client, delivery_id)
-
     # Deliveries
 
     async def list_deliveries(
@@ -450,90 +311,3 @@ class WebhookService:
             )
         log.info("delivery_retry_requested", delivery_id=delivery_id)
         return await self.get_delivery(client, delivery_id)
-
-    async def retry_deliveries(
-        self, client: Client, which: DeliveryFilter, *, request_id: str | None = None
-    ) -> BulkResult:
-        """Bulk redelivery: failed or dead deliveries matching the filter are due now.
-
-        Skips deliveries in flight and those whose subscription is deleted or disabled (as
-        the single retry refuses them). At most BULK_LIMIT per call; `more` when others
-        remain, so calling again continues (what was queued is pending, no longer matched).
-        """
-        async with self.store.transaction() as db:
-            row = await db.fetchrow(
-                "retry_deliveries",
-                scope=client.scope,
-                status=which.status,
-                subscription_id=which.subscription_id,
-                task_id=which.task_id,
-                since=which.since,
-                limit=self.bulk_limit,
-            )
-            assert row is not None
-            if row["queued"]:
-                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
-            await record_action(
-                db,
-                Actor.of(client, request_id),
-                actions.DELIVERIES_BULK_RETRIED,
-                "delivery",
-                None,
-                {
-                    "filter": {
-                        "subscription_id": which.subscription_id,
-                        "status": which.status,
-                        "task_id": which.task_id,
-                        "since": which.since.isoformat() if which.since else None,
-                    },
-                    "queued": row["queued"],
-                    "more": row["more"],
-                },
-            )
-        log.info("deliveries_retry_requested", queued=row["queued"], more=row["more"])
-        return BulkResult(row["queued"], row["more"])
-
-    # The event feed
-
-    async def list_events(
-        self, client: Client, *, after: str | None, types: list[str] | None, limit: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """Webhook bodies the client is entitled to, oldest first, after a cursor or event id.
-
-        `next_cursor` is set when more events follow right now; a consumer that reached the
-        end resumes later with the id of the last event it saw.
-        """
-        position = await self._feed_position(client, after)
-        rows = await self.store.fetch(
-            "list_webhook_events",
-            scope=client.scope,
-            after_txid=position.txid,
-            after_seq=position.seq,
-            types=types,
-            limit=limit + 1,
-        )
-        page, next_cursor = keyset_page(
-            rows, limit, lambda row: encode_feed_cursor(FeedPosition(int(row["txid"]), row["seq"]))
-        )
-        return [row["payload"] for row in page], next_cursor
-
-    async def _feed_position(self, client: Client, after: str | None) -> FeedPosition:
-        if not after:
-            return FEED_START
-        decoded = None if after.startswith("evt_") else decode_feed_cursor(after)
-        if decoded is None and not after.startswith("evt_"):
-            raise InvalidRequest(
-                "invalid cursor",
-                [FieldError("/query/after", "expected a next_cursor value or an evt_ id")],
-            )
-        if isinstance(decoded, FeedPosition):
-            return decoded
-        row = await self.store.fetchrow(
-            "webhook_event_position",
-            id=after if decoded is None else None,
-            seq=decoded,
-            scope=client.scope,
-        )
-        if row is None:
-            raise InvalidRequest("unknown event id", [FieldError("/query/after", "no such event")])
-        return FeedPosition(int(row["txid"]), row["seq"])

@@ -14,7 +14,7 @@ from relay.http.openapi import documented
 from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage
 from relay.keys import CLIENT, REQUEST_ID, TASKS
 from relay.payloads import history_json, task_json
-from relay.tasks import NewTask
+from relay.task_validation import NewTask
 from relay.vocabulary import TaskStatus
 
 routes = web.RouteTableDef()

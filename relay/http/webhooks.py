@@ -26,9 +26,10 @@ from relay.http.schemas import (
 )
 from relay.keys import CATALOG, CLIENT, REQUEST_ID, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
-from relay.tasks import repeated_entries
+from relay.redelivery import DeliveryFilter
+from relay.task_validation import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
-from relay.webhooks import DeliveryFilter, NewSubscription
+from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from relay.keys import RUNTIME
-from relay.poller import FINAL_EVENTS_RETRIES, Poller
+from relay.poll_outcome import FINAL_EVENTS_RETRIES
+from relay.poller import Poller
 from relay.store import Store
 from relay.tasks import RESUBMIT_MAX_S
 from relay.upstream.simulator import SimulatorState
