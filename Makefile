@@ -16,7 +16,7 @@ LOCK_RUNTIME_ARGS :=
 LOCK_DEV_ARGS := --extra embedded --extra otel --group dev
 
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
-	bench-latency bench-submit clean
+	bench-latency bench-submit clean typecheck
 
 # The project's own packages are installed editable without resolving anything more (their
 # dependencies are in the lock): the server, and the Python client in clients/python.
@@ -66,7 +66,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# mypy over relay/ and the client, configured in pyproject.toml's [tool.mypy].
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -85,4 +89,4 @@ bench-submit: $(STAMP)
 	$(BIN)/python bench/submit_bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .demo .pytest_cache .ruff_cache .mypy_cache

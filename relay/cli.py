@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from relay.upstream.simulator import add_simulator_arguments
 
     # Every flag of the relay's own commands says what it does and its default.
-    own = {"formatter_class": _HelpFormatter}
+    own: dict[str, Any] = {"formatter_class": _HelpFormatter}
     parser = _Parser(prog="relay", description="MindVideo generations without polling.", **own)
     parser.add_argument(
         "--version", action="version", version=f"relay {__version__}", help="print the version"
@@ -336,7 +336,7 @@ async def _key_command(store: Store, settings: Settings, args: argparse.Namespac
         await record_action(store, Actor.cli(), action, "client", args.name, details or None)
 
     if args.keys_command == "create":
-        role = args.role or ("admin" if args.admin else "client")
+        role: clients.Role = args.role or ("admin" if args.admin else "client")
         if args.admin and role != "admin":
             print(f"relay: --admin contradicts --role {role}", file=sys.stderr)
             return EXIT_USAGE

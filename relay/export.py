@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,7 +136,7 @@ async def export_chunks(
     what: ExportRange,
     fmt: ExportFormat,
     progress: ExportProgress | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The export as text chunks (one per batch of tasks), in creation order.
 
     `progress`, when given, is advanced after each chunk is produced.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
@@ -28,7 +28,8 @@ def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
     instance = error.instance
     if error.validator == "required" and isinstance(instance, dict):
         # jsonschema yields one error per missing name, worded `'prompt' is a required property`.
-        missing = [p for p in error.validator_value if p not in instance]
+        # (Its stubs allow an unset validator_value/schema, for errors made by hand.)
+        missing = [p for p in error.validator_value if p not in instance]  # type: ignore[union-attr]
         name = next((p for p in missing if error.message.startswith(repr(p))), None)
         if name is not None:
             return [FieldError(base + json_pointer([*path, name]), "is a required property")]
@@ -37,8 +38,8 @@ def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
         and error.validator_value is False
         and isinstance(instance, dict)
     ):
-        known = error.schema.get("properties", {})
-        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+        known = error.schema.get("properties", {})  # type: ignore[union-attr]
+        patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]  # type: ignore[union-attr]
         unexpected = [
             name
             for name in instance
@@ -109,7 +110,7 @@ class ModelCatalog:
 
     def schema(self, model: str) -> dict[str, Any]:
         """The JSON Schema of a model's input."""
-        return self._validators[model].schema
+        return cast(dict[str, Any], self._validators[model].schema)  # built from a dict
 
     def validate_input(self, model: str, data: Any, base: str = "/input") -> list[FieldError]:
         """Every violation of the model's schema, plus prompt references to missing images."""

@@ -151,7 +151,7 @@ async def record_task_outcomes(
         return rows
     inserted = {r["id"] for r in await db.fetch("insert_history", entries=history)}
     now = datetime.now(UTC)
-    outbox = []
+    outbox: list[dict[str, Any]] = []
     for item in history:
         if item["id"] not in inserted:
             continue

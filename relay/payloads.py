@@ -103,14 +103,16 @@ def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def webhook_body(event_id: str, event_type: str, at: datetime, task: dict[str, Any]) -> dict:
+def webhook_body(
+    event_id: str, event_type: str, at: datetime, task: dict[str, Any]
+) -> dict[str, Any]:
     """The webhook body: `{"id", "type", "timestamp", "data": <task object>}`."""
     return {"id": event_id, "type": event_type, "timestamp": iso(at), "data": task}
 
 
 def subscription_test_body(
     event_id: str, event_type: str, at: datetime, subscription_id: str
-) -> dict:
+) -> dict[str, Any]:
     """The body of a subscription's test event: `data` names the subscription, no task."""
     return {
         "id": event_id,

@@ -166,9 +166,9 @@ class Poller(PollOutcomes, Loop):
         if len(written) < len(plans):
             log.warning("poll_leases_lost", lost=len(plans) - len(written))
         for plan in plans:
-            row = ours.get(plan.outcome.task_id)
-            if plan.finished and row is not None:
-                metrics.UPSTREAM_REQUESTS_PER_TASK.observe(row["upstream_requests"])
+            written_row = ours.get(plan.outcome.task_id)
+            if plan.finished and written_row is not None:
+                metrics.UPSTREAM_REQUESTS_PER_TASK.observe(written_row["upstream_requests"])
         return len(rows)
 
     async def idle_for(self) -> float:

@@ -6,14 +6,15 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import asyncpg.pool
 import structlog
 
 try:  # optional: a faster encoder for the json/jsonb codec (see _dumps)
@@ -211,7 +212,9 @@ class Db:
     """
 
     def __init__(
-        self, executor: asyncpg.Pool | asyncpg.Connection, queries: Mapping[str, Query] = QUERIES
+        self,
+        executor: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+        queries: Mapping[str, Query] = QUERIES,
     ) -> None:
         self._x = executor
         self._queries = queries
@@ -220,15 +223,17 @@ class Db:
         query = self._queries[name]
         return query.sql, query.args(params)
 
-    async def fetch(self, name: str, /, **params: Any) -> list[asyncpg.Record]:
+    async def fetch(self, name: str, /, **params: Any) -> list[Row]:
         """All rows of a named query."""
         sql, args = self._bind(name, params)
-        return await self._x.fetch(sql, *args)
+        # A Record reads as a Row ([name], get, keys, items, dict(row)), though its stubs do
+        # not say Mapping; only iterating one differs (values, not keys): nothing here does.
+        return cast("list[Row]", await self._x.fetch(sql, *args))
 
-    async def fetchrow(self, name: str, /, **params: Any) -> asyncpg.Record | None:
+    async def fetchrow(self, name: str, /, **params: Any) -> Row | None:
         """The first row of a named query, or None."""
         sql, args = self._bind(name, params)
-        return await self._x.fetchrow(sql, *args)
+        return cast("Row | None", await self._x.fetchrow(sql, *args))
 
     async def fetchval(self, name: str, /, **params: Any) -> Any:
         """The first value of a named query."""
@@ -275,7 +280,9 @@ class Store(Db):
         async with self.pool.acquire() as conn, conn.transaction():
             yield Db(conn)
 
-    async def stream(self, name: str, /, *, prefetch: int, **params: Any) -> AsyncIterator[Row]:
+    async def stream(
+        self, name: str, /, *, prefetch: int, **params: Any
+    ) -> AsyncGenerator[Row, None]:
         """Every row of a named query, read `prefetch` at a time through a server-side cursor.
 
         The rows come from one read-only snapshot (a repeatable-read transaction), so a long
@@ -288,7 +295,7 @@ class Store(Db):
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             async for row in conn.cursor(sql, *args, prefetch=prefetch):
-                yield row
+                yield cast("Row", row)
 
     async def listen(self, channel: str) -> AsyncIterator[None]:
         """Yield once per notification on `channel`; raises when the connection drops."""

@@ -143,6 +143,7 @@ class TaskService(TaskValidation):
                 )
         except _IdempotentReplay:
             return await self._replay(client, idempotency_key or "", request_hash), False
+        assert row is not None  # INSERT ... RETURNING: one row
         metrics.TASKS_SUBMITTED.labels(task.model).inc()
         log.info("task_created", task_id=task_id, model=task.model, client=client.name)
         paused_for = self.upstream.paused_for

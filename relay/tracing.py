@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -143,7 +143,7 @@ def enable(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
     client = AioHttpClientInstrumentor()
-    instrumentors = [AioHttpServerInstrumentor(), client, AsyncPGInstrumentor()]
+    instrumentors: list[Any] = [AioHttpServerInstrumentor(), client, AsyncPGInstrumentor()]
     with warnings.catch_warnings():
         # The server instrumentation subclasses web.Application, which aiohttp discourages
         # with a DeprecationWarning; it is that package's choice, not a problem to report.
@@ -198,7 +198,7 @@ def delivery_headers(traceparent: str | None) -> dict[str, str]:
     return {TRACEPARENT_HEADER: traceparent} if traceparent else {}
 
 
-def poll_pass(method: Callable[[S], Awaitable[R]]) -> Callable[[S], Awaitable[R]]:
+def poll_pass(method: Callable[[S], Awaitable[R]]) -> Callable[[S], Coroutine[Any, Any, R]]:
     """Decorates the poller's `run_pass`: a `poll_pass` span with the number claimed."""
 
     @functools.wraps(method)

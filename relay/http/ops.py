@@ -79,6 +79,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         for status in ("queued", "processing"):
             metrics.TASKS_IN_FLIGHT.labels(status).set(counts.get(status, 0))
         outbox = await store.fetchrow("outbox_stats")
+        assert outbox is not None  # an aggregate: always one row
         metrics.OUTBOX_PENDING.set(outbox["pending"])
         metrics.OUTBOX_OLDEST_AGE.set(outbox["oldest_age_s"])
     except Exception as exc:

@@ -141,7 +141,7 @@ class UpstreamClient:
 
     async def submit(
         self, idempotency_key: str, model: str, input: dict[str, Any], *, paid: bool = False
-    ) -> dict:
+    ) -> dict[str, Any]:
         """POST /api/v1/tasks; the idempotency key is the relay's task id."""
         body = await self._request(
             "submit",
