@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -54,6 +54,14 @@ class Redelivery:
     store: Store
     clock: Callable[[], float]
     bulk_limit: int
+
+    if TYPE_CHECKING:  # provided by WebhookService
+
+        async def get_subscription(
+            self, client: Client, subscription_id: str
+        ) -> dict[str, Any]: ...
+
+        async def get_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]: ...
 
     async def recover(
         self,
