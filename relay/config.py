@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = 20.0
+    # How long terminal tasks and their history are kept (days); None keeps them forever.
+    retention_days: int | None = Field(None, ge=1)
 
     # Tuning knobs (not part of the contract; defaults suit one replica on two cores).
     poll_batch_size: int = Field(500, ge=1, le=5000)
@@ -84,6 +86,8 @@ class Settings(BaseSettings):
     # On top of the webhook timeout: covers DNS, reading the bounded response and the
     # completion write, so a live dispatcher never loses its lease mid-attempt.
     dispatch_lease_margin_s: float = 20.0
+    # How often the janitor publishes an audit checkpoint (and checks partitions).
+    audit_checkpoint_interval_s: float = 600.0
 
     @field_validator("database_url")
     @classmethod
@@ -119,6 +123,7 @@ class Settings(BaseSettings):
         "dispatch_idle_poll_s",
         "secret_rotation_overlap_s",
         "dispatch_lease_margin_s",
+        "audit_checkpoint_interval_s",
         mode="before",
     )
     @classmethod

@@ -32,6 +32,11 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK_KEY = 7146032001
 EVENT_FEED_LOCK_KEY = 7146032117
 OUTBOX_CHANNEL = "relay_outbox"
+# The janitor (partitions, retention, audit checkpoints): one replica at a time.
+JANITOR_LOCK_KEY = 7146032203
+# Rows fetched per round trip when streaming: large enough to amortise the trip, small
+# enough that a million-row walk stays in constant memory.
+STREAM_PREFETCH = 1000
 
 # String literals, comments and quoted identifiers are copied untouched (a `:x` inside them is
 # text); `::` is the cast operator, never a parameter; `:name` is a parameter; a positional
@@ -210,6 +215,20 @@ class Db:
         """Run a named query; returns the command status (e.g. `UPDATE 3`)."""
         sql, args = self._bind(name, params)
         return await self._x.execute(sql, *args)
+
+    async def stream(self, name: str, /, **params: Any) -> AsyncIterator[asyncpg.Record]:
+        """The rows of a named query through a server-side cursor: constant memory.
+
+        On a pool, the cursor gets its own connection and transaction for the walk.
+        """
+        sql, args = self._bind(name, params)
+        if isinstance(self._x, asyncpg.Pool):
+            async with self._x.acquire() as conn, conn.transaction():
+                async for row in conn.cursor(sql, *args, prefetch=STREAM_PREFETCH):
+                    yield row
+        else:
+            async for row in self._x.cursor(sql, *args, prefetch=STREAM_PREFETCH):
+                yield row
 
 
 class Store(Db):

@@ -156,16 +156,18 @@ WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 
 -- name: insert_history
--- Append history; the (task_id, dedupe_key) constraint makes every entry appear once.
-INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
-                         upstream_event, dedupe_key)
-SELECT e.id, e.task_id, e.seq, e.type, e.from_status, e.to_status, e.source,
-       e.upstream_event, e.dedupe_key
+-- Append history, chained (hash, prev_hash) and timed by the relay; the (task_id, dedupe_key)
+-- constraint (with the task's creation time, the partition key) makes every entry appear once.
+INSERT INTO task_events (id, task_id, task_created_at, seq, type, from_status, to_status,
+                         source, upstream_event, dedupe_key, created_at, prev_hash, hash)
+SELECT e.id, e.task_id, e.task_created_at, e.seq, e.type, e.from_status, e.to_status,
+       e.source, e.upstream_event, e.dedupe_key, e.created_at, e.prev_hash, e.hash
 FROM jsonb_to_recordset(:entries::jsonb) AS e(
-    id text, task_id text, seq int, type text, from_status text, to_status text,
-    source text, upstream_event jsonb, dedupe_key text)
+    id text, task_id text, task_created_at timestamptz, seq int, type text, from_status text,
+    to_status text, source text, upstream_event jsonb, dedupe_key text, created_at timestamptz,
+    prev_hash text, hash text)
 ORDER BY e.task_id, e.seq
-ON CONFLICT (task_id, dedupe_key) DO NOTHING
+ON CONFLICT (task_id, dedupe_key, task_created_at) DO NOTHING
 RETURNING id;
 
 -- name: lock_event_feed
@@ -174,23 +176,24 @@ SELECT pg_advisory_xact_lock(:lock_key);
 
 -- name: insert_webhook_events
 -- The outbox: one event per status change, its payload the exact webhook body.
-INSERT INTO webhook_events (id, task_id, client_id, type, payload)
-SELECT e.id, e.task_id, e.client_id, e.type, e.payload
+INSERT INTO webhook_events (id, task_id, task_created_at, client_id, type, payload)
+SELECT e.id, e.task_id, e.task_created_at, e.client_id, e.type, e.payload
 FROM jsonb_to_recordset(:events::jsonb) AS e(
-    id text, task_id text, client_id bigint, type text, payload jsonb, ord int)
+    id text, task_id text, task_created_at timestamptz, client_id bigint, type text,
+    payload jsonb, ord int)
 ORDER BY e.ord
 RETURNING id;
 
 -- name: insert_deliveries
 -- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
 WITH ev AS (
-    SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
-           t.webhook_events
+    SELECT w.id, w.seq, w.task_id, w.task_created_at, w.client_id, w.type, t.model,
+           t.webhook_url, t.webhook_events
     FROM webhook_events w JOIN tasks t ON t.id = w.task_id
     WHERE w.id = ANY(:event_ids::text[])
 ), targets AS (
-    SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
-           'sub:' || s.id AS target
+    SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, s.client_id,
+           s.id AS subscription_id, s.url, 'sub:' || s.id AS target
     FROM ev
     JOIN subscriptions s ON s.deleted_at IS NULL AND s.enabled
         AND (s.events IS NULL OR ev.type = ANY (s.events))
@@ -198,15 +201,16 @@ WITH ev AS (
     JOIN clients c ON c.id = s.client_id AND c.revoked_at IS NULL
         AND (c.id = ev.client_id OR c.is_admin)
     UNION ALL
-    SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
-           'url:' || ev.webhook_url
+    SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, ev.client_id, NULL,
+           ev.webhook_url, 'url:' || ev.webhook_url
     FROM ev
     WHERE ev.webhook_url IS NOT NULL
       AND (ev.webhook_events IS NULL OR ev.type = ANY (ev.webhook_events))
 )
-INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
-                        target)
-SELECT relay_new_id('dlv'), id, seq, task_id, client_id, subscription_id, url, target
+INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                        subscription_id, url, target)
+SELECT relay_new_id('dlv'), id, seq, task_id, task_created_at, client_id, subscription_id, url,
+       target
 FROM targets
 ORDER BY seq
 RETURNING id;
@@ -358,11 +362,12 @@ WITH r AS (
         updated_at = now()
     FROM r
     WHERE d.id = r.id AND d.lease_owner = :owner
-    RETURNING d.id
+    RETURNING d.id, d.task_created_at
 )
-INSERT INTO delivery_attempts (delivery_id, attempt, status_code, response_excerpt, error,
-                               latency_ms, started_at)
-SELECT r.id, r.attempt, r.status_code, r.response_excerpt, r.error, r.latency_ms, r.started_at
+INSERT INTO delivery_attempts (delivery_id, task_created_at, attempt, status_code,
+                               response_excerpt, error, latency_ms, started_at)
+SELECT r.id, upd.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
+       r.latency_ms, r.started_at
 FROM r JOIN upd ON upd.id = r.id
 RETURNING delivery_id;
 
@@ -490,3 +495,84 @@ INSERT INTO phase_durations (model, input_class, phase, seconds)
 SELECT s.model, s.input_class, s.phase, s.seconds
 FROM jsonb_to_recordset(:samples::jsonb) AS s(
     model text, input_class text, phase text, seconds float8);
+
+-- ---------------------------------------------------------------------------------------
+-- Audit and retention: hash chains, checkpoints, partitions (relay/audit.py, retention.py,
+-- janitor.py, outcomes.py).
+
+-- name: history_chain_before
+-- The hash each task's new entries chain onto: its last entry before :heads' seq (if any).
+SELECT h.task_id, p.hash
+FROM jsonb_to_recordset(:heads::jsonb) AS h(task_id text, seq int, task_created_at timestamptz)
+CROSS JOIN LATERAL (
+    SELECT e.hash FROM task_events e
+    WHERE e.task_id = h.task_id AND e.task_created_at = h.task_created_at AND e.seq < h.seq
+    ORDER BY e.seq DESC
+    LIMIT 1
+) p;
+
+-- name: audit_history
+-- Every entry of the tasks created since :since (all when NULL), chain by chain, for verify;
+-- task ids in byte order, as the checkpoint digest sorts them.
+SELECT id, task_id, seq, type, from_status, to_status, source, upstream_event, created_at,
+       prev_hash, hash
+FROM task_events
+WHERE :since::timestamptz IS NULL OR task_created_at >= :since
+ORDER BY task_id COLLATE "C", seq;
+
+-- name: audit_heads
+-- Every task's last entry created at or before :at: what a checkpoint digests.
+SELECT DISTINCT ON (task_id COLLATE "C") task_id, seq, hash
+FROM task_events
+WHERE created_at <= :at
+ORDER BY task_id COLLATE "C", seq DESC;
+
+-- name: audit_seq_suspect
+-- A task whose entry counter says more than its chain holds: a removed last entry.
+SELECT t.id AS task_id, t.event_seq, max(e.seq) AS last_seq
+FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.task_created_at = t.created_at
+GROUP BY t.id, t.event_seq
+HAVING max(e.seq) < t.event_seq
+ORDER BY t.id COLLATE "C"
+LIMIT 1;
+
+-- name: try_janitor_lock
+-- One janitor at a time across replicas; held to the end of this transaction.
+SELECT pg_try_advisory_xact_lock(:lock_key);
+
+-- name: ensure_history_partitions
+-- Monthly partitions from :first_month to :last_month exist (created ahead of time).
+SELECT relay_ensure_history_partitions(:first_month::date, :last_month::date);
+
+-- name: history_months
+-- The months with history partitions that ended before :cutoff, oldest first, with what
+-- retention must know: their tasks, those not terminal or completed after :cutoff, and
+-- deliveries still waiting.
+WITH months AS (
+    SELECT to_date(substr(c.relname, length('task_events_p') + 1), 'YYYY_MM') AS month
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'task_events'::regclass AND c.relname ~ '^task_events_p[0-9]{4}_[0-9]{2}$'
+), bounds AS (
+    SELECT month, month::timestamp AT TIME ZONE 'UTC' AS starts,
+           (month + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS ends
+    FROM months
+)
+SELECT b.month,
+       count(t.id) AS tasks,
+       count(t.id) FILTER (WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled'))
+           AS not_terminal,
+       min(t.id) FILTER (WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled'))
+           AS first_not_terminal,
+       count(t.id) FILTER (WHERE t.completed_at > :cutoff) AS completed_recently,
+       (SELECT count(*) FROM deliveries d
+        WHERE d.task_created_at >= b.starts AND d.task_created_at < b.ends
+          AND d.status IN ('pending', 'failed')) AS deliveries_waiting
+FROM bounds b
+LEFT JOIN tasks t ON t.created_at >= b.starts AND t.created_at < b.ends
+WHERE b.ends <= :cutoff
+GROUP BY b.month, b.starts, b.ends
+ORDER BY b.month;
+
+-- name: drop_history_month
+-- Drop one month's history partitions and its tasks (refused if a task is not terminal).
+SELECT relay_drop_history_month(:month::date);
