@@ -11,7 +11,7 @@ import pytest
 from relay.store import MIGRATION_QUERIES, QUERIES, Db, Query, load_queries
 
 RELAY = Path(__file__).resolve().parents[2] / "relay"
-DB_METHODS = {"fetch", "fetchrow", "fetchval", "execute"}
+DB_METHODS = {"fetch", "fetchrow", "fetchval", "execute", "stream"}
 
 
 def named_query_calls() -> list[tuple[str, int, str, ast.Call]]:
