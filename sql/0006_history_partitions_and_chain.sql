@@ -162,8 +162,8 @@ CREATE TABLE delivery_attempts_pdefault PARTITION OF delivery_attempts DEFAULT;
 
 -- Every month that has tasks, up to three months ahead (the janitor keeps this up).
 SELECT relay_ensure_history_partitions(
-    least(coalesce((SELECT min(created_at) FROM tasks), now()), now())::date,
-    (now() + interval '3 months')::date);
+    (least(coalesce((SELECT min(created_at) FROM tasks), now()), now()) AT TIME ZONE 'UTC')::date,
+    ((now() + interval '3 months') AT TIME ZONE 'UTC')::date);
 
 -- 4. Copy every row (before keys and indexes exist: faster, and the old tables' index
 -- names are free once they are dropped). History gets its chain here: entries in seq order per task, each
@@ -235,15 +235,13 @@ ALTER TABLE task_events
 -- the audit checkpoint reads heads as of a time
 CREATE INDEX task_events_created ON task_events (created_at);
 
+-- Lookups by id (or seq) alone use these keys' indexes, whose first column they are.
 ALTER TABLE webhook_events
     ADD CONSTRAINT webhook_events_pk PRIMARY KEY (id, task_created_at),
     ADD CONSTRAINT webhook_events_seq_key UNIQUE (seq, task_created_at),
     ADD CONSTRAINT webhook_events_task FOREIGN KEY (task_id) REFERENCES tasks (id),
     ADD CONSTRAINT webhook_events_client FOREIGN KEY (client_id) REFERENCES clients (id);
 CREATE INDEX webhook_events_client_seq ON webhook_events (client_id, seq);
--- `after=evt_...` and the dispatcher find an event by id alone
-CREATE INDEX webhook_events_id ON webhook_events (id);
-CREATE INDEX webhook_events_seq ON webhook_events (seq);
 
 ALTER TABLE deliveries
     ADD CONSTRAINT deliveries_pk PRIMARY KEY (id, task_created_at),
@@ -254,7 +252,6 @@ ALTER TABLE deliveries
     ADD CONSTRAINT deliveries_client FOREIGN KEY (client_id) REFERENCES clients (id),
     ADD CONSTRAINT deliveries_subscription FOREIGN KEY (subscription_id)
         REFERENCES subscriptions (id);
-CREATE INDEX deliveries_id ON deliveries (id);
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status IN ('pending', 'failed');
 CREATE INDEX deliveries_task ON deliveries (task_id, event_seq);
 CREATE INDEX deliveries_client_id_desc ON deliveries (client_id, id DESC);
