@@ -232,8 +232,6 @@ ALTER TABLE task_events
     -- the constraint, not the code, makes every upstream event appear once
     ADD CONSTRAINT task_events_task_dedupe UNIQUE (task_id, dedupe_key, task_created_at),
     ADD CONSTRAINT task_events_task FOREIGN KEY (task_id) REFERENCES tasks (id);
--- the audit checkpoint reads heads as of a time
-CREATE INDEX task_events_created ON task_events (created_at);
 
 -- Lookups by id (or seq) alone use these keys' indexes, whose first column they are.
 ALTER TABLE webhook_events
