@@ -68,7 +68,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
     port = free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "relay", "simulate-upstream", "--port", str(port),
-         "--api-key", SIM_KEY, "--task-duration", "36000", "--seed", "1"],
+         "--api-key", SIM_KEY, "--task-duration", str(args.task_duration), "--seed", "1"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -197,6 +197,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--task-duration",
+        type=float,
+        default=36000,
+        help="seconds each simulated task takes (short: tasks change, history is written)",
+    )
     parser.add_argument("--max-rps", type=float, default=20000)
     parser.add_argument("--min-interval", type=float, default=1)
     parser.add_argument("--max-interval", type=float, default=30)
