@@ -77,8 +77,19 @@ CREATE FUNCTION relay_history_genesis() RETURNS text LANGUAGE sql IMMUTABLE AS $
     SELECT repeat('0', 64)
 $$;
 
--- Tasks by creation time: retention counts the tasks of a month, exports walk a range.
-CREATE INDEX tasks_created_at ON tasks (created_at);
+-- Indexes other migrations put on these tables, which this one does not rebuild itself:
+-- remembered by definition (naming the tables as they are about to become) and re-created
+-- on the partitioned tables at the end.
+CREATE TEMP TABLE relay_carried_indexes ON COMMIT DROP AS
+SELECT pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_index i
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_class ix ON ix.oid = i.indexrelid
+WHERE t.relnamespace = 'public'::regnamespace
+  AND t.relname IN ('task_events', 'webhook_events', 'deliveries', 'delivery_attempts')
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+  AND ix.relname NOT IN ('webhook_events_client_seq', 'deliveries_due', 'deliveries_task',
+                         'deliveries_client_id_desc');
 
 -- 1. Move the old tables aside (their dependents go with them), in dependency order.
 ALTER TABLE delivery_attempts RENAME TO delivery_attempts_unpartitioned;
@@ -192,13 +203,16 @@ FROM task_events_unpartitioned e
 JOIN tasks t ON t.id = e.task_id
 JOIN chain c ON c.id = e.id;
 
+-- A row without a task (should a migration allow one) is filed under its own time.
 INSERT INTO webhook_events OVERRIDING SYSTEM VALUE
-SELECT w.*, t.created_at FROM webhook_events_unpartitioned w JOIN tasks t ON t.id = w.task_id;
+SELECT w.*, coalesce(t.created_at, w.created_at)
+FROM webhook_events_unpartitioned w LEFT JOIN tasks t ON t.id = w.task_id;
 SELECT setval(pg_get_serial_sequence('webhook_events', 'seq'),
               coalesce((SELECT max(seq) FROM webhook_events), 0) + 1, false);
 
 INSERT INTO deliveries
-SELECT d.*, t.created_at FROM deliveries_unpartitioned d JOIN tasks t ON t.id = d.task_id;
+SELECT d.*, w.task_created_at
+FROM deliveries_unpartitioned d JOIN webhook_events w ON w.id = d.event_id;
 
 INSERT INTO delivery_attempts OVERRIDING SYSTEM VALUE
 SELECT a.*, d.task_created_at
@@ -259,6 +273,16 @@ ALTER TABLE delivery_attempts
     ADD CONSTRAINT delivery_attempts_attempt UNIQUE (delivery_id, attempt, task_created_at),
     ADD CONSTRAINT delivery_attempts_delivery FOREIGN KEY (delivery_id, task_created_at)
         REFERENCES deliveries (id, task_created_at);
+
+DO $$
+DECLARE
+    carried record;
+BEGIN
+    FOR carried IN SELECT definition FROM relay_carried_indexes LOOP
+        EXECUTE carried.definition;
+    END LOOP;
+END;
+$$;
 
 -- 7. Append-only, as before: row changes refused on the parents (and so on every
 -- partition), TRUNCATE refused on the parents here and on each partition as it is made.

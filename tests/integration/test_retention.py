@@ -129,6 +129,8 @@ async def test_the_migration_partitions_a_database_with_data_without_losing_a_ro
                    generate_series(1, 2) a;
             """
         )
+        # An index another migration put on a history table comes along.
+        await conn.execute("CREATE INDEX webhook_events_by_type ON webhook_events (type)")
         tables = ("task_events", "webhook_events", "deliveries", "delivery_attempts")
         before = {
             t: [dict(r) for r in await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2")]
@@ -151,6 +153,12 @@ async def test_the_migration_partitions_a_database_with_data_without_losing_a_ro
                 f" JOIN tasks t ON t.id = {owner}"
             )
             assert created is True
+        carried = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'webhook_events_by_type'"
+        )
+        assert carried == (
+            "CREATE INDEX webhook_events_by_type ON ONLY public.webhook_events USING btree (type)"
+        )
         spread = await conn.fetchval(
             "SELECT count(DISTINCT tableoid) FROM task_events WHERE tableoid::regclass::text"
             " NOT LIKE '%pdefault'"
