@@ -16,13 +16,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
+# The exact dependency versions of requirements.lock, each checked against its hash
+# (`make lock` writes it from pyproject.toml); a layer of its own, so code changes reuse it.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 # Only the inputs of the distribution: its metadata, the package, migrations.
 COPY pyproject.toml README.md ./
 COPY relay ./relay
 COPY sql ./sql
-# Non-editable install from the project's own metadata (hatchling backend);
+# The project itself, non-editable and without resolving anything more (hatchling backend);
 # the venv's bytecode is compiled here, as the runtime root filesystem is read-only.
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---- runtime: no compilers, no pip cache, non-root -------------------------

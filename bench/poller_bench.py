@@ -100,8 +100,9 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             for n, upstream_id in enumerate(ids)
         ]
         await store.pool.executemany(
-            "INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id,"
-            " cost_estimate, next_poll_at, poll_interval_s) VALUES ($1, $2, 'kling-video-o1',"
+            "INSERT INTO tasks (id, client_id, client_name, model, input, status, upstream_task_id,"
+            " cost_estimate, next_poll_at, poll_interval_s) VALUES ($1, $2,"
+            " (SELECT name FROM clients WHERE id = $2), 'kling-video-o1',"
             " '{}', 'queued', $3, $6, now() + make_interval(secs => $4), $5)",
             rows,
         )

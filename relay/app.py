@@ -7,11 +7,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from relay import tracing
 from relay.budget import UpstreamBudget
 from relay.config import Settings
+from relay.console import routes as console_routes
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.durations import DurationModel
 from relay.egress import create_webhook_session
+from relay.http import audit as audit_routes
+from relay.http import clients as client_routes
+from relay.http import models as model_routes
 from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
@@ -49,12 +54,17 @@ UPSTREAM_CONNECTIONS = 256
 
 def create_app(settings: Settings) -> web.Application:
     """The relay as an aiohttp application; roles decide which loops start with it."""
+    # Before the application exists: the aiohttp server instrumentation applies to
+    # applications created after it (a no-op unless the otel extra and OTEL_* ask for it).
+    tracing.setup()
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[request_context, problems, authenticate],
     )
     app[SETTINGS] = settings
-    app[CATALOG] = ModelCatalog()
+    app[CATALOG] = ModelCatalog(
+        extra_dir=settings.model_schemas_dir, unknown_models=settings.unknown_models
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_upstream)
     app.cleanup_ctx.append(_services)
@@ -62,8 +72,13 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops.routes)
     app.add_routes(openapi.routes)
     if "api" in settings.roles:
+        # Before the task routes: /v1/tasks/export must not match /v1/tasks/{task_id}.
+        app.add_routes(audit_routes.routes)
         app.add_routes(task_routes.routes)
         app.add_routes(webhook_routes.routes)
+        app.add_routes(client_routes.routes)
+        app.add_routes(model_routes.routes)
+        console_routes.setup(app)
     return app
 
 

@@ -10,13 +10,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from relay.audit import Checkpoint
+    from relay.store import Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -52,9 +53,10 @@ def _timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 time such as 2026-11-01 or 2026-11-01T12:00:00Z"
+            f"{value!r} is not an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    # Like the API: a time without an offset is UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,10 +88,57 @@ def build_parser() -> argparse.ArgumentParser:
         type=_client_name,
         help=f"the client's unique name, 1 to {CLIENT_NAME_MAX} characters",
     )
-    create.add_argument("--admin", action="store_true", help="the client sees every task")
-    key_commands.add_parser("list", help="list clients (never their keys)", **own)
-    revoke = key_commands.add_parser("revoke", help="revoke a client's key at once", **own)
+    create.add_argument(
+        "--role",
+        choices=("client", "admin", "auditor"),
+        default=None,
+        help="client: sees and changes its own resources; admin: every client's; "
+        "auditor: reads every client's, changes nothing (default: client)",
+    )
+    create.add_argument("--admin", action="store_true", help="the same as --role admin")
+    add = key_commands.add_parser(
+        "add", help="print a new API key for an existing client (rotation: add, then revoke)", **own
+    )
+    add.add_argument("name", help="the name given to `relay keys create`")
+    key_commands.add_parser(
+        "list", help="list each client's keys: prefix, creation, last use (never the keys)", **own
+    )
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke one key of a client (--key) or all of them, at once", **own
+    )
     revoke.add_argument("name", help="the name given to `relay keys create`")
+    revoke.add_argument(
+        "--key",
+        metavar="PREFIX",
+        help="revoke only the live key starting with this prefix, as `relay keys list` shows it "
+        "(default: every key of the client)",
+    )
+    rotate = key_commands.add_parser(
+        "rotate-secret",
+        help="new webhook signing secret; the old one also signs for 24 h "
+        "(RELAY_SECRET_ROTATION_OVERLAP_S)",
+        **own,
+    )
+    rotate.add_argument("name", help="the name given to `relay keys create`")
+
+    export = commands.add_parser(
+        "export",
+        help="write tasks created in a time range, with their history, to a file",
+        description="Every task created in [--since, --until) with its whole history, as JSON "
+        "lines (one task per line) or CSV (one row per history entry); a progress bar on stderr.",
+        **own,
+    )
+    export.add_argument(
+        "--since", type=_timestamp, help="created at or after this time (default: the first task)"
+    )
+    export.add_argument(
+        "--until", type=_timestamp, help="created before this time (default: no limit)"
+    )
+    export.add_argument("--out", required=True, help="the file to write ('-': standard output)")
+    export.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="JSON lines or CSV"
+    )
+    export.add_argument("--client", help="only this client's tasks (default: every client's)")
 
     prune = commands.add_parser(
         "prune", help="drop history months older than RELAY_RETENTION_DAYS with their tasks", **own
@@ -172,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings.database_url))
+        if args.command == "export":
+            return _export(settings.database_url, args)
         if args.command == "prune":
             return asyncio.run(_prune(settings, dry_run=args.dry_run))
         if args.command == "audit":
@@ -190,6 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when installed (measured faster for both the API and the
+    dispatcher, see README "Measured"), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if a loop died."""
     from aiohttp import web
@@ -197,6 +258,8 @@ def serve(settings: Settings) -> int:
     from relay.app import create_app
     from relay.keys import RUNTIME
 
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)  # create_app and run_app both use this loop
     app = create_app(settings)
     died: list[str] = []
 
@@ -216,6 +279,7 @@ def serve(settings: Settings) -> int:
         print=None,
         access_log=None,
         handle_signals=True,
+        loop=loop,
     )
     return EXIT_FAILURE if died else EXIT_OK
 
@@ -228,36 +292,132 @@ async def _migrate(dsn: str) -> int:
     return EXIT_OK
 
 
+def _export(dsn: str, args: argparse.Namespace) -> int:
+    import os
+
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        print("relay: --until must be later than --since", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out == "-":
+        return asyncio.run(_export_to(dsn, args, sys.stdout))
+    # Written aside and renamed at the end: FILE is either complete or untouched.
+    partial = f"{args.out}.partial"
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            code = asyncio.run(_export_to(dsn, args, out))
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    if code == EXIT_OK:
+        os.replace(partial, args.out)
+    else:
+        os.remove(partial)
+    return code
+
+
+async def _export_to(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from relay import export
+    from relay.store import Store
+
+    store = await Store.open(dsn, size=2)
+    try:
+        scope = None
+        if args.client is not None:
+            scope = await export.scope_of_client(store, args.client)
+            if scope is None:
+                print(f"relay: no client named {args.client!r}", file=sys.stderr)
+                return EXIT_FAILURE
+        what = export.ExportRange(scope, args.since, args.until)
+        bar = export.TextProgressBar(
+            await export.count_tasks(store, what), sys.stderr, time.monotonic
+        )
+        progress = await export.export_to_file(store, what, args.format, out, bar.update)
+        bar.finish(progress)
+        elapsed = time.monotonic() - bar.started
+        print(
+            f"exported {progress.tasks:,} tasks and {progress.entries:,} history entries "
+            f"to {args.out} in {elapsed:.1f} s",
+            file=sys.stderr,
+        )
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from relay import clients
-    from relay.errors import Conflict
+    from relay.errors import RelayError
     from relay.store import Store
 
     assert settings.database_url
     store = await Store.open(settings.database_url, size=2)
     try:
-        if args.keys_command == "create":
-            try:
-                key, secret = await clients.create_client(store, args.name, admin=args.admin)
-            except Conflict as exc:
-                print(f"relay: {exc.detail}", file=sys.stderr)
-                return EXIT_FAILURE
-            print(f"client:         {args.name}{' (admin)' if args.admin else ''}")
-            print(f"api key:        {key}")
-            print(f"signing secret: {secret}")
-            print("Store both now: they are not shown again.")
-        elif args.keys_command == "list":
-            for row in await clients.list_clients(store):
-                state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
-                role = "admin" if row["is_admin"] else "client"
-                print(f"{row['name']}\t{role}\t{row['key_prefix']}…\t{state}")
-        elif not await clients.revoke_client(store, args.name):
-            print(f"relay: no active client named {args.name!r}", file=sys.stderr)
-            return EXIT_FAILURE
-        else:
-            print(f"revoked {args.name}")
+        return await _key_command(store, settings, args)
+    except RelayError as exc:  # an unknown client, a taken name, an ambiguous prefix
+        print(f"relay: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         await store.close()
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M}Z" if value else "never"
+
+
+async def _key_command(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    from relay import actions, clients
+    from relay.actions import Actor, record_action
+
+    async def record(action: str, **details: object) -> None:
+        # The command line is the actor; it never records a key or a secret, only prefixes.
+        await record_action(store, Actor.cli(), action, "client", args.name, details or None)
+
+    if args.keys_command == "create":
+        role = args.role or ("admin" if args.admin else "client")
+        if args.admin and role != "admin":
+            print(f"relay: --admin contradicts --role {role}", file=sys.stderr)
+            return EXIT_USAGE
+        key, secret = await clients.create_client(store, args.name, role=role)
+        await record(actions.CLIENT_CREATED, role=role, key_prefix=key[: clients.KEY_PREFIX_LENGTH])
+        print(f"client:         {args.name}{'' if role == 'client' else f' ({role})'}")
+        print(f"api key:        {key}")
+        print(f"signing secret: {secret}")
+        print("Store both now: they are not shown again.")
+    elif args.keys_command == "add":
+        key = await clients.add_key(store, args.name)
+        await record(actions.CLIENT_KEY_ADDED, key_prefix=key[: clients.KEY_PREFIX_LENGTH])
+        print(f"client:  {args.name}")
+        print(f"api key: {key}")
+        print(f"prefix:  {key[: clients.KEY_PREFIX_LENGTH]}")
+        print("Store it now: it is not shown again. The client's other keys keep working")
+        print(f"until revoked: relay keys revoke {args.name} --key PREFIX")
+    elif args.keys_command == "list":
+        print("client\trole\tkey\tcreated\tlast used\tstate")
+        for row in await clients.list_keys(store):
+            if row["key_prefix"] is None:
+                print(f"{row['name']}\t{row['role']}\t-\t-\t-\tno keys")
+                continue
+            state = f"revoked {_when(row['revoked_at'])}" if row["revoked_at"] else "active"
+            print(
+                f"{row['name']}\t{row['role']}\t{row['key_prefix']}…\t{_when(row['created_at'])}"
+                f"\t{_when(row['last_used_at'])}\t{state}"
+            )
+    elif args.keys_command == "revoke":
+        prefix = args.key.rstrip("…") if args.key is not None else None
+        revoked = await clients.revoke_keys(store, args.name, prefix)
+        await record(actions.CLIENT_KEY_REVOKED, key_prefixes=revoked)
+        print(f"revoked {len(revoked)} key(s) of {args.name}: {', '.join(revoked)}")
+    else:
+        secret, until = await clients.rotate_signing_secret_by_name(
+            store, args.name, settings.secret_rotation_overlap_s
+        )
+        await record(actions.CLIENT_SECRET_ROTATED)
+        print(f"client:         {args.name}")
+        print(f"signing secret: {secret}")
+        print(f"Store it now: it is not shown again. Until {_when(until)} webhooks carry")
+        print("signatures by both the new and the previous secret.")
     return EXIT_OK
 
 

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from relay.models_catalog import UnknownModels, load_schema_dir
+
 ROLES = ("api", "poller", "dispatcher")
+# Webhook targets never called by default: what a receiver URL could use to reach the relay's
+# own pod (loopback, and the unspecified address that dials it) or the cloud metadata service
+# (link-local). IPv4-mapped IPv6 forms (::ffff:127.0.0.1) are checked as their IPv4 address.
+# Private ranges stay allowed: internal receivers live there. Tests and the demo, whose
+# receivers run on loopback, set the variable without loopback.
+DEFAULT_WEBHOOK_DENY_CIDRS = (
+    "127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10",
+)  # fmt: skip
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -64,14 +78,21 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
         5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
     )  # fmt: skip
+    # A subscription every delivery attempt of which has failed this long is disabled (with a
+    # reason) until re-enabled: 5 days, as Svix does, outlasts any outage worth waiting for.
+    webhook_disable_after_s: float = 432000.0
     webhook_deny_cidrs: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
-    ] = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+    ] = tuple(ipaddress.ip_network(n) for n in DEFAULT_WEBHOOK_DENY_CIDRS)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = 20.0
     # How long terminal tasks and their history are kept (days); None keeps them forever.
     retention_days: int | None = Field(None, ge=1)
+    # More `<model>.schema.json` files (e.g. a mounted ConfigMap) next to the shipped ones.
+    model_schemas_dir: Path | None = None
+    # A model without a schema: refused with 422 (reject) or sent upstream unchecked (forward).
+    unknown_models: UnknownModels = "reject"
 
     # Tuning knobs (not part of the contract; defaults suit one replica on two cores).
     poll_batch_size: int = Field(500, ge=1, le=5000)
@@ -88,6 +109,11 @@ class Settings(BaseSettings):
     dispatch_lease_margin_s: float = 20.0
     # How often the janitor publishes an audit checkpoint (and checks partitions).
     audit_checkpoint_interval_s: float = 600.0
+    # Upstream answering 404 for a task this long fails it (`upstream_not_found`): long
+    # enough to ride out an upstream restart that briefly forgets tasks it still has.
+    upstream_not_found_after_s: float = 600.0
+    # A task not terminal after this long is asked to cancel upstream and fails (`timed_out`).
+    task_timeout_s: float = 86400.0
 
     @field_validator("database_url")
     @classmethod
@@ -118,6 +144,7 @@ class Settings(BaseSettings):
         "poll_target_delay_s",
         "upstream_timeout_s",
         "webhook_timeout_s",
+        "webhook_disable_after_s",
         "shutdown_grace_s",
         "poll_lease_s",
         "dispatch_idle_poll_s",
@@ -128,6 +155,11 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("upstream_not_found_after_s", "task_timeout_s", mode="before")
+    @classmethod
+    def _give_up_after(cls, value: object) -> float:
         return parse_duration(value)
 
     @field_validator("webhook_retry_schedule", mode="before")
@@ -143,7 +175,17 @@ class Settings(BaseSettings):
     def _cidrs(cls, value: object) -> tuple[object, ...]:
         return tuple(ipaddress.ip_network(part, strict=False) for part in split_commas(value))
 
-    @field_validator("log_format", "log_level", mode="before")
+    @field_validator("model_schemas_dir")
+    @classmethod
+    def _schemas_dir(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            if not value.is_dir():
+                raise ValueError(f"{value} is not a directory")
+            # Loaded once here so a bad file stops start-up naming it (and this variable).
+            load_schema_dir(value)
+        return value
+
+    @field_validator("log_format", "log_level", "unknown_models", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -174,14 +216,130 @@ class ConfigError(Exception):
     """A setting is invalid; the message names the environment variable."""
 
 
+# Settings that may instead be read from a file (a mounted Kubernetes Secret): the
+# variable's name with `_FILE` appended holds the path.
+SECRET_FILE_SETTINGS = ("database_url", "upstream_api_key")
+FILE_SUFFIX = "_FILE"
+# RELAY_* variables that are not settings of the service but are legitimately set beside it:
+# the test suite's database (tests, benchmarks and scripts/fuzz_api.py read it).
+FOREIGN_VARIABLES = frozenset({"RELAY_TEST_DATABASE_URL"})
+# Variables Kubernetes (service links) and Docker (--link) inject for a Service or container
+# named `relay...`: never settings, so not typos either.
+_LINK_VARIABLE = re.compile(
+    r"^RELAY_\w*?(_SERVICE_HOST|_SERVICE_PORT(_\w+)?|_PORT_\d+_(TCP|UDP|SCTP)(_ADDR|_PORT|_PROTO)?)$"
+)
+_LINK_PORT_VALUE = re.compile(r"^(tcp|udp|sctp)://")
+
+
+def known_variables() -> frozenset[str]:
+    """Every RELAY_* variable the service reads."""
+    names = {f"RELAY_{name.upper()}" for name in Settings.model_fields}
+    names |= {f"RELAY_{name.upper()}{FILE_SUFFIX}" for name in SECRET_FILE_SETTINGS}
+    return frozenset(names)
+
+
+def unknown_variable_errors(environ: Mapping[str, str]) -> list[str]:
+    """One message per RELAY_* variable that is no setting, naming the closest known one.
+
+    A misspelt setting would otherwise be ignored and its default used without a word.
+    """
+    known = known_variables()
+    messages = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("RELAY_") or upper in known or upper in FOREIGN_VARIABLES:
+            continue
+        if _LINK_VARIABLE.match(upper) or (
+            upper.endswith("_PORT") and _LINK_PORT_VALUE.match(environ[name])
+        ):
+            continue
+        # Compared without the shared prefix, which would make every name look close.
+        suffixes = sorted(k.removeprefix("RELAY_") for k in known)
+        close = difflib.get_close_matches(upper.removeprefix("RELAY_"), suffixes, n=1)
+        hint = f"; did you mean RELAY_{close[0]}?" if close else ""
+        messages.append(f"{name}: is not a setting of the relay{hint}")
+    return messages
+
+
+def secret_file_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The secret settings given as files (`RELAY_<NAME>_FILE`), read, by field name.
+
+    One trailing newline is dropped (`echo secret > file` and most editors add it). A
+    setting given both ways is refused: which one wins would be a guess.
+    """
+    values = {}
+    for field in SECRET_FILE_SETTINGS:
+        variable = f"RELAY_{field.upper()}"
+        file_variable = variable + FILE_SUFFIX
+        path = environ.get(file_variable)
+        if path is None:
+            continue
+        if variable in environ:
+            raise ConfigError(f"{variable}, {file_variable}: both are set; set only one of them")
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{file_variable}: cannot read {path}: {reason}") from None
+        values[field] = content.removesuffix("\n").removesuffix("\r")
+    return values
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and explicit overrides); raise ConfigError naming the variable."""
+    """Read the environment (and explicit overrides); raise ConfigError naming the variable.
+
+    Unknown RELAY_* variables and unreadable `_FILE` secrets stop here too.
+    """
+    environ = dict(os.environ)
+    unknown = unknown_variable_errors(environ)
+    if unknown:
+        raise ConfigError(unknown[0] if len(unknown) == 1 else "; ".join(unknown))
+    otel_trace_exporters(environ)  # an exporter the relay lacks stops start-up here, named
+    from_files = secret_file_values(environ)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{**from_files, **overrides})  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         message = first["msg"].removeprefix("Value error, ")
         if ":" in message and not field:
             field, message = message.split(":", 1)
-        raise ConfigError(f"RELAY_{field.upper()}: {message.strip()}") from None
+        variable = f"RELAY_{field.upper()}"
+        if field in from_files:
+            variable += f" (from {variable}{FILE_SUFFIX})"
+        raise ConfigError(f"{variable}: {message.strip()}") from None
+
+
+# Tracing (relay.tracing): the OpenTelemetry SDK's own standard variables, not settings of the
+# relay, so RELAY_* rules do not apply. The SDK reads the rest (endpoint, headers, sampler,
+# resource); only whether to trace at all, and through which exporters, is decided here.
+OTEL_TRACE_EXPORTERS = ("otlp", "console")
+
+
+def otel_trace_exporters(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The span exporters OTEL_* asks for; empty when tracing is not asked for.
+
+    Traces are asked for by `OTEL_TRACES_EXPORTER` (`otlp`, `console`, comma-separated;
+    `none` turns tracing off) or, that unset, by an OTLP endpoint
+    (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    `OTEL_SDK_DISABLED=true` turns it off whatever else is set. Raises ConfigError naming
+    an exporter the relay does not ship.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    names = [name.lower() for name in split_commas(env.get("OTEL_TRACES_EXPORTER", ""))]
+    if not names:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        return ("otlp",) if endpoint else ()
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in OTEL_TRACE_EXPORTERS]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER: {unknown[0]!r} is not available; "
+            f"use {', '.join(OTEL_TRACE_EXPORTERS)} or none"
+        )
+    return tuple(dict.fromkeys(names))

@@ -8,6 +8,7 @@ few tasks and prints each webhook and each task's history as they happen.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from relay.config import Settings
+from relay.egress import Network
 from relay.localdev import embedded_postgres, free_port
 from relay.signing import InvalidSignature, verify
 from relay.upstream.simulator import SimulatorConfig, create_simulator_app
@@ -85,6 +87,14 @@ async def _start(app: web.Application, port: int) -> web.AppRunner:
     return runner
 
 
+def _allow_loopback(deny: tuple[Network, ...]) -> tuple[Network, ...]:
+    """The deny list without loopback: the demo's receiver listens on 127.0.0.1."""
+    loopback = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    return tuple(
+        n for n in deny if not any(n.version == lo.version and n.overlaps(lo) for lo in loopback)
+    )
+
+
 async def _demo(settings: Settings, tasks: int, task_duration: float) -> int:
     from relay.app import create_app
     from relay.clients import create_client
@@ -108,6 +118,7 @@ async def _demo(settings: Settings, tasks: int, task_duration: float) -> int:
             "roles": ("api", "poller", "dispatcher"),
             "poll_interval_min_s": 0.5,
             "poll_interval_max_s": 2.0,
+            "webhook_deny_cidrs": _allow_loopback(settings.webhook_deny_cidrs),
         }
     )
     runners.append(await _start(create_app(relay_settings), relay_port))

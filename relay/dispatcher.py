@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import metrics
+from relay import metrics, tracing
 from relay.config import Settings, settings_subset
 from relay.delivery_policy import (
     RESPONSE_READ_LIMIT,
@@ -65,11 +65,21 @@ class DispatcherSettings:
     webhook_timeout_s: float
     webhook_retry_schedule: Sequence[float]
     webhook_deny_cidrs: Sequence[Network]
+    webhook_disable_after_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherSettings:
         """Pick this loop's values out of the process settings."""
         return settings_subset(cls, settings)
+
+
+def _duration_text(seconds: float) -> str:
+    """`5 days`, `2 hours`, `90s`: the disable threshold as the reason states it."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g}s"
 
 
 class Dispatcher(Loop):
@@ -100,6 +110,9 @@ class Dispatcher(Loop):
         self.clock = clock
         self.owner = new_owner_id("dispatcher")
         self._in_flight: dict[str, int] = {}
+        # Built once, not per attempt: the per-attempt cost is what bounds throughput.
+        self._deny = tuple(settings.webhook_deny_cidrs)
+        self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
 
     @property
     def in_flight(self) -> int:
@@ -207,11 +220,12 @@ class Dispatcher(Loop):
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, LISTEN_RETRY_MAX_S)
 
+    @tracing.webhook_attempt
     async def _attempt(self, row: Mapping[str, Any]) -> AttemptResult:
         """One signed POST; never raises for anything the receiver or network does."""
         now = self.clock()
         started_at = datetime.fromtimestamp(now, UTC)
-        denied = literal_ip_denied(row["url"], self.settings.webhook_deny_cidrs)
+        denied = literal_ip_denied(row["url"], self._deny)
         if denied is not None:
             return AttemptResult(None, None, f"denied: {denied}", 0.0, started_at)
         # The stored jsonb rendered by Postgres: the same bytes on every retry, no re-encoding.
@@ -219,10 +233,9 @@ class Dispatcher(Loop):
         secrets = [row["secret"]]
         if row["previous_secret"]:
             secrets.append(row["previous_secret"])
-        headers = {
-            "Content-Type": "application/json",
-            **webhook_headers(secrets, row["event_id"], int(now), body),
-        }
+        headers = webhook_headers(secrets, row["event_id"], int(now), body)
+        headers["Content-Type"] = "application/json"
+        headers.update(tracing.delivery_headers(row["traceparent"]))  # the submission's trace
         timeout_s = self.settings.webhook_timeout_s
         started = time.perf_counter()
         try:
@@ -231,7 +244,7 @@ class Dispatcher(Loop):
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                timeout=self._timeout,
             ) as response:
                 excerpt = response_excerpt(await read_bounded(response, RESPONSE_READ_LIMIT))
                 retry_after = None
@@ -261,10 +274,14 @@ class Dispatcher(Loop):
         schedule = self.settings.webhook_retry_schedule
         outcomes = []
         gone = []
+        succeeded: set[str] = set()
+        failed: set[str] = set()
         for row, result in finished:
             step = plan_next_step(result, row["retry_index"], schedule)
             if step.disable_subscription and row["subscription_id"]:
                 gone.append(row["subscription_id"])
+            if row["subscription_id"]:
+                (succeeded if result.succeeded else failed).add(row["subscription_id"])
             outcomes.append((row, result, step))
         async with self.store.transaction() as db:
             recorded = await db.fetch(
@@ -291,9 +308,32 @@ class Dispatcher(Loop):
                 disabled = await db.fetch(
                     "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
                 )
+            failing = []
+            if succeeded or failed:
+                # A success ends a subscription's run of failures; a run of failures that has
+                # lasted webhook_disable_after_s disables it, as a 410 does.
+                changed = await db.fetch(
+                    "record_subscription_health",
+                    succeeded=sorted(succeeded),
+                    failed=sorted(failed),
+                    disable_after_s=self.settings.webhook_disable_after_s,
+                    disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
+                )
+                failing = [r for r in changed if r["disabled"]]
+            if disabled or failing:
+                await db.execute(
+                    "park_subscription_deliveries", ids=[r["id"] for r in (*disabled, *failing)]
+                )
         recorded_ids = {r["delivery_id"] for r in recorded}
         for subscription in disabled:
             log.warning("subscription_disabled", subscription_id=subscription["id"], status=410)
+            metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
+        for subscription in failing:
+            log.warning(
+                "subscription_disabled",
+                subscription_id=subscription["id"],
+                failing_for_s=self.settings.webhook_disable_after_s,
+            )
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
         for row, result, step in outcomes:
             if row["id"] not in recorded_ids:

@@ -30,6 +30,9 @@ class DeniedAddress(OSError):
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# 0.0.0.0/8 is "this host on this network" (RFC 1122); Linux dials 0.0.0.0 as 127.0.0.1.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_LOOPBACK = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
 
 
 def denied_network(address: str, deny: Sequence[Network]) -> Network | None:
@@ -39,9 +42,13 @@ def denied_network(address: str, deny: Sequence[Network]) -> Network | None:
     except ValueError:
         return None
     # ::ffff:169.254.169.254 reaches the IPv4 address: check it as IPv4 too.
-    candidates = [ip]
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         candidates.append(ip.ipv4_mapped)
+    # Connecting to the unspecified address (0.0.0.0, ::) reaches this host's own loopback
+    # services, so it is denied wherever loopback is, even if the list names only loopback.
+    if any(c.is_unspecified or c in _THIS_NETWORK for c in candidates):
+        candidates += _LOOPBACK
     for candidate in candidates:
         for network in deny:
             if candidate.version == network.version and candidate in network:

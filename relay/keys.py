@@ -18,3 +18,5 @@ WEBHOOKS = web.AppKey["WebhookService"]("webhooks")
 RUNTIME = web.AppKey["Runtime"]("runtime")
 
 CLIENT = web.RequestKey["Client"]("client")
+# The X-Request-Id of this request (given or made up), recorded in the action log.
+REQUEST_ID = web.RequestKey[str]("request_id")

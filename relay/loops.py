@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from relay.store import database_problem, database_unavailable
+
 log = structlog.get_logger(__name__)
 
 
@@ -39,6 +41,8 @@ class Loop:
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
         self._work: set[asyncio.Task[None]] = set()
+        # True while passes fail because the database is unavailable (logged once).
+        self._database_down = False
 
     @property
     def stopping(self) -> bool:
@@ -86,6 +90,21 @@ class Loop:
             )
         self.wake()  # room was freed, and what waited behind this work may now be due
 
+    def _pass_failed(self, exc: Exception) -> None:
+        """Log a failed pass: a database outage once (one line) while it lasts, bugs always."""
+        if not database_unavailable(exc):
+            log.error("loop_pass_failed", loop=self.name, exc_info=exc)
+            return
+        if not self._database_down:
+            self._database_down = True
+            log.warning(
+                "loop_database_unavailable",
+                loop=self.name,
+                error=type(exc).__name__,
+                problem=database_problem(exc) or "unreachable",
+                hint="check RELAY_DATABASE_URL; the loop retries by itself",
+            )
+
     async def run_once(self) -> int:
         """One pass and the work it started, to the end; returns how many items it claimed."""
         handled = await self.run_pass()
@@ -117,17 +136,21 @@ class Loop:
                 handled = await self.run_pass()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # A database blip must not kill the loop; the next pass retries.
-                log.exception("loop_pass_failed", loop=self.name)
+                self._pass_failed(exc)
                 handled = 0
+            else:
+                if self._database_down:
+                    self._database_down = False
+                    log.info("loop_database_available", loop=self.name)
             if handled or self.stopping:
                 await asyncio.sleep(0)  # let other tasks run between busy passes
                 continue
             try:
                 idle = await self.idle_for()
-            except Exception:
-                log.exception("loop_idle_failed", loop=self.name)
+            except Exception as exc:
+                self._pass_failed(exc)
                 idle = self.idle_s
             try:
                 await asyncio.wait_for(self._woken.wait(), timeout=idle)

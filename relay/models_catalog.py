@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from relay.errors import FieldError, json_pointer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_SUFFIX = ".schema.json"
+UnknownModels = Literal["reject", "forward"]
 _IMAGE_REF = re.compile(r"<<<image_(\d+)>>>")
 
 
@@ -50,15 +52,52 @@ def _field_errors(error: ValidationError, base: str) -> list[FieldError]:
     return [FieldError(base + json_pointer(path), error.message)]
 
 
-class ModelCatalog:
-    """Validators for every `<model>.schema.json` in a folder."""
+def load_schema_dir(schema_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every `<model>.schema.json` of a folder, checked to be a JSON Schema, by model name.
 
-    def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
-        self._validators: dict[str, Draft202012Validator] = {}
-        for path in sorted(schema_dir.glob("*.schema.json")):
-            schema = json.loads(path.read_text())
+    Raises ValueError naming the file at fault, so a bad mounted schema stops start-up
+    with the file's name rather than failing the first task of that model.
+    """
+    schemas: dict[str, dict[str, Any]] = {}
+    for path in sorted(schema_dir.glob("*" + SCHEMA_SUFFIX)):
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
             Draft202012Validator.check_schema(schema)
-            self._validators[path.name.removesuffix(".schema.json")] = Draft202012Validator(schema)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path.name}: cannot be read as JSON: {exc}") from None
+        except SchemaError as exc:
+            raise ValueError(f"{path.name}: not a valid JSON Schema: {exc.message}") from None
+        if not isinstance(schema, dict):
+            raise ValueError(f"{path.name}: must hold a JSON Schema object")
+        schemas[path.name.removesuffix(SCHEMA_SUFFIX)] = schema
+    return schemas
+
+
+class ModelCatalog:
+    """Validators for every `<model>.schema.json` shipped, plus those of an extra folder.
+
+    The extra folder (RELAY_MODEL_SCHEMAS_DIR, a mounted ConfigMap) adds models without a
+    new image; a file there named like a shipped one replaces it, so a deployment can
+    follow an upstream schema change at once. `unknown_models="forward"` accepts models
+    with no schema at all (their input unchecked; upstream's own 4xx then fails the task).
+    """
+
+    def __init__(
+        self,
+        schema_dir: Path = SCHEMA_DIR,
+        *,
+        extra_dir: Path | None = None,
+        unknown_models: UnknownModels = "reject",
+    ) -> None:
+        schemas = load_schema_dir(schema_dir)
+        if extra_dir is not None:
+            schemas.update(load_schema_dir(extra_dir))
+        self._validators = {name: Draft202012Validator(s) for name, s in schemas.items()}
+        self.unknown_models: UnknownModels = unknown_models
+
+    def accepts(self, model: object) -> bool:
+        """A task (or a subscription filter) may name this model."""
+        return model in self or (self.unknown_models == "forward" and isinstance(model, str))
 
     @property
     def names(self) -> list[str]:

@@ -17,7 +17,7 @@ from relay import metrics
 from relay.audit import GENESIS, entry_hash, normalise_json, shown_time
 from relay.ids import new_id
 from relay.payloads import iso, task_json, webhook_body
-from relay.store import EVENT_FEED_LOCK_KEY, OUTBOX_CHANNEL, Db
+from relay.store import OUTBOX_CHANNEL, Db
 from relay.vocabulary import EVENT_TYPES, TERMINAL_STATUSES
 
 
@@ -62,6 +62,8 @@ class TaskOutcome:
     events_fetched: bool = False
     events_retries: int | None = None
     requests: int = 0
+    # Upstream answered 404 for the task (True), read its status (False), or neither (None).
+    upstream_missing: bool | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **changes: Any) -> TaskOutcome:
@@ -154,6 +156,7 @@ async def record_task_outcomes(
                 "events_fetched": o.events_fetched,
                 "events_retries": o.events_retries,
                 "requests": o.requests,
+                "upstream_missing": o.upstream_missing,
             }
             for o in outcomes
         ],
@@ -213,9 +216,52 @@ async def record_task_outcomes(
                 }
             )
     if outbox:
-        await db.execute("lock_event_feed", lock_key=EVENT_FEED_LOCK_KEY)
         await db.fetch("insert_webhook_events", events=outbox)
         deliveries = await db.fetch("insert_deliveries", event_ids=[e["id"] for e in outbox])
         if deliveries:
             await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
     return rows
+
+
+async def record_history_note(db: Db, task_id: str, entry: NewHistoryEntry) -> Mapping[str, Any]:
+    """Append an entry that changes no status (a cancel request) to a task's history.
+
+    It takes the next seq under the task's row lock, like `record_task_outcomes`, and is
+    timed and chained the same way (so `relay audit verify` holds across it); it leaves the
+    poll schedule and lease alone and sends no webhook (it is no status change).
+    Returns the stored entry; its dedupe key must be unique for the task.
+    """
+    task = await db.fetchrow("take_history_seq", task_id=task_id)
+    assert task is not None, f"history note for {task_id}, which does not exist"
+    item: dict[str, Any] = {
+        "id": new_id("evt"),
+        "task_id": task_id,
+        "task_created_at": task["created_at"],
+        "seq": task["event_seq"],
+        "type": entry.type,
+        "from_status": entry.from_status,
+        "to_status": entry.to_status,
+        "source": entry.source,
+        "upstream_event": normalise_json(entry.upstream_event),
+        "dedupe_key": entry.dedupe_key,
+        "created_at": shown_time(datetime.now(UTC)),
+    }
+    await _chain(db, [item])
+    row = await db.fetchrow(
+        "insert_history_note",
+        id=item["id"],
+        task_id=task_id,
+        task_created_at=item["task_created_at"],
+        seq=item["seq"],
+        type=item["type"],
+        from_status=item["from_status"],
+        to_status=item["to_status"],
+        source=item["source"],
+        upstream_event=item["upstream_event"],
+        dedupe_key=item["dedupe_key"],
+        created_at=item["created_at"],
+        prev_hash=item["prev_hash"],
+        hash=item["hash"],
+    )
+    assert row is not None, f"history note {entry.dedupe_key!r} of {task_id} recorded twice"
+    return row

@@ -36,6 +36,7 @@ def task_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "completed_at": iso(row["completed_at"]),
+        "client": row["client_name"],
     }
 
 
@@ -73,6 +74,12 @@ def subscription_json(row: Mapping[str, Any], *, secret: str | None = None) -> d
     return body
 
 
+def _parked(when: datetime | None) -> bool:
+    # A delivery waiting for a disabled subscription is due at 'infinity', which asyncpg
+    # reads as datetime.max: it has no next attempt time until the subscription is enabled.
+    return when is not None and when.year == datetime.max.year
+
+
 def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """A webhook delivery (with `attempts` when the row carries them)."""
     body = {
@@ -87,7 +94,7 @@ def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "last_status_code": row["last_status_code"],
         "last_error": row["last_error"],
         "next_attempt_at": iso(row["next_attempt_at"])
-        if row["status"] in ("pending", "failed")
+        if row["status"] in ("pending", "failed") and not _parked(row["next_attempt_at"])
         else None,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -101,3 +108,18 @@ def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def webhook_body(event_id: str, event_type: str, at: datetime, task: dict[str, Any]) -> dict:
     """The webhook body: `{"id", "type", "timestamp", "data": <task object>}`."""
     return {"id": event_id, "type": event_type, "timestamp": iso(at), "data": task}
+
+
+def subscription_test_body(
+    event_id: str, event_type: str, at: datetime, subscription_id: str
+) -> dict:
+    """The body of a subscription's test event: `data` names the subscription, no task."""
+    return {
+        "id": event_id,
+        "type": event_type,
+        "timestamp": iso(at),
+        "data": {
+            "subscription_id": subscription_id,
+            "message": "a test event sent on request; it belongs to no task",
+        },
+    }

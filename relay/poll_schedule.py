@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 # Below this many samples a class's distribution is not trusted (its model's is tried next,
 # then the cold-start backoff).
-MIN_SAMPLES = 20
+MIN_SAMPLES = 12
 # The probability of a change since the last look that is always worth a request.
 # Small enough that ~95% of transitions fall where polls are dense (see the README).
 CHANGE_PROBABILITY = 0.04

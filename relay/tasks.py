@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from relay import metrics
+from relay import actions, metrics
+from relay.actions import Actor, record_action
 from relay.budget import UpstreamBudget
 from relay.clients import Client
 from relay.egress import Network, literal_ip_denied
@@ -26,8 +27,13 @@ from relay.errors import (
 )
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.pagination import keyset_page
+from relay.outcomes import (
+    NewHistoryEntry,
+    TaskOutcome,
+    record_history_note,
+    record_task_outcomes,
+)
+from relay.pagination import id_cursor, keyset_page
 from relay.store import Store
 from relay.upstream.client import (
     UpstreamAuthError,
@@ -43,10 +49,12 @@ log = structlog.get_logger(__name__)
 
 # Metadata is for correlation ids, not payloads.
 METADATA_MAX_BYTES = 4096
-# Resubmission backoff: doubles from 1 s, capped at 5 minutes so a long upstream outage
-# still sees each task retried a few times an hour.
+# Resubmission backoff: doubles from 1 s, capped at a minute. The first accepted submission
+# after an outage pulls every deferred one forward (`pull_deferred_submissions`), but only
+# in a replica that deferred something; the cap bounds recovery everywhere else (a replica
+# restarted meanwhile) to a minute, while the budget, not this delay, protects upstream.
 RESUBMIT_BASE_S = 1.0
-RESUBMIT_MAX_S = 300.0
+RESUBMIT_MAX_S = 60.0
 # How long a submission may be in flight before the resubmitter assumes its caller died.
 SUBMIT_LEASE_MARGIN_S = 15.0
 
@@ -113,7 +121,7 @@ class TaskService:
                 errors.append(FieldError("/webhook_url", denied))
         if errors:
             detail = f"{len(errors)} validation error(s) in the request"
-            if task.model not in self.catalog:
+            if not self.catalog.accepts(task.model):
                 known = ", ".join(self.catalog.names)
                 detail = f"unknown model {task.model!r}; known models: {known}"
             raise InvalidRequest(detail, errors)
@@ -130,8 +138,10 @@ class TaskService:
             if model in self.catalog:
                 if isinstance(task_input, dict):
                     errors += self.catalog.validate_input(model, task_input)
-            else:
+            elif not self.catalog.accepts(model):
                 # The input cannot be checked without a schema; other fields still can.
+                # (Accepted without one only under RELAY_UNKNOWN_MODELS=forward: then
+                # upstream judges the input and its 4xx fails the task.)
                 errors.append(
                     FieldError("/model", f"must be one of: {', '.join(self.catalog.names)}")
                 )
@@ -154,9 +164,21 @@ class TaskService:
         return errors
 
     async def create_task(
-        self, client: Client, task: NewTask, idempotency_key: str | None
+        self,
+        client: Client,
+        task: NewTask,
+        idempotency_key: str | None,
+        *,
+        request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Store a task and submit it upstream. Returns (task row, created)."""
+        """Store a task and submit it upstream. Returns (task row, created).
+
+        The action log records who created it (key prefix, `request_id`) in the same
+        transaction; an idempotent replay creates nothing and records nothing.
+        `traceparent` (W3C, validated) goes with every webhook of the task; it is not part
+        of the request's identity, so a replay with another one is still a replay.
+        """
         self.validate(task)
         task_id = new_id("tsk")
         request_hash = task.request_hash()
@@ -172,6 +194,7 @@ class TaskService:
                     webhook_url=task.webhook_url,
                     webhook_events=task.webhook_events,
                     submit_lease_s=self.submit_lease_s,
+                    traceparent=traceparent,
                 )
                 if idempotency_key is not None:
                     claimed = await db.fetchrow(
@@ -183,6 +206,14 @@ class TaskService:
                     )
                     if claimed is None:
                         raise _IdempotentReplay
+                await record_action(
+                    db,
+                    Actor.of(client, request_id),
+                    actions.TASK_CREATED,
+                    "task",
+                    task_id,
+                    {"model": task.model, "idempotency_key": idempotency_key},
+                )
         except _IdempotentReplay:
             return await self._replay(client, idempotency_key or "", request_hash), False
         metrics.TASKS_SUBMITTED.labels(task.model).inc()
@@ -191,13 +222,16 @@ class TaskService:
         if paused_for > 0:
             # Upstream asked this replica to wait: answer now, the resubmitter sends it later.
             metrics.SUBMISSIONS.labels("retry").inc()
-            return await self._retry_later(row, None, 1, paused_for, requests=0) or dict(row), True
+            deferred = await self._retry_later(row, None, 1, paused_for, requests=0)
+            return deferred or dict(row), True
         if not await self.budget.take(1, urgent=True):
             # The deployment's upstream budget is spent for this instant: never make the
             # caller wait for it. The task is durable; the resubmitter sends it when a token
             # is free (submissions go before polls).
             metrics.SUBMISSIONS.labels("deferred").inc()
-            return await self._retry_later(row, None, 1, None, requests=0) or dict(row), True
+            return await self._retry_later(
+                row, None, 1, None, requests=0, upstream_failed=False
+            ) or dict(row), True
         return await self.submit_upstream(row, owner=None) or dict(row), True
 
     async def _replay(self, client: Client, key: str, request_hash: str) -> dict[str, Any]:
@@ -295,8 +329,9 @@ class TaskService:
         retry_after: float | None,
         *,
         requests: int = 1,
+        upstream_failed: bool = True,
     ) -> dict[str, Any] | None:
-        self._deferred = True
+        self._deferred = self._deferred or upstream_failed
         delay = resubmit_delay(attempts, retry_after)
         found = await self.store.fetchrow(
             "schedule_resubmit", id=row["id"], owner=owner, delay_s=delay, requests=requests
@@ -321,15 +356,23 @@ class TaskService:
         created_after: datetime | None,
         cursor: str | None,
         limit: int,
+        created_before: datetime | None = None,
+        client_name: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of tasks, newest first, and the cursor of the next page (or None)."""
+        """A page of tasks, newest first, and the cursor of the next page (or None).
+
+        `client_name` narrows to one client's tasks, within what the caller may see.
+        A cursor that is not a task id is a 422 at `/query/cursor`.
+        """
         rows = await self.store.fetch(
             "list_tasks",
             scope=client.scope,
             status=status,
             model=model,
             created_after=created_after,
-            cursor=cursor,
+            created_before=created_before,
+            client=client_name,
+            cursor=id_cursor(cursor, "tsk"),
             limit=limit + 1,
         )
         return keyset_page(rows, limit)
@@ -339,8 +382,14 @@ class TaskService:
         await self.get_task(client, task_id)
         return [dict(r) for r in await self.store.fetch("task_history", task_id=task_id)]
 
-    async def cancel_task(self, client: Client, task_id: str) -> dict[str, Any]:
-        """Ask upstream to cancel; the resulting status arrives through polling."""
+    async def cancel_task(
+        self, client: Client, task_id: str, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Ask upstream to cancel; the resulting status arrives through polling.
+
+        Once upstream took the request, the action log and the task's own history (a
+        `task.cancel_requested` entry) say who asked, in one transaction.
+        """
         row = await self.get_task(client, task_id)
         if row["status"] in TERMINAL_STATUSES:
             raise Conflict(f"task is already {row['status']}", "task-terminal")
@@ -360,7 +409,22 @@ class TaskService:
             raise UpstreamFailed(f"upstream refused the cancellation: {exc.code}") from None
         except UpstreamError:
             raise ServiceUnavailable("upstream is unavailable; try again") from None
-        await self.store.execute("poll_soon", id=task_id)
+        async with self.store.transaction() as db:
+            await db.execute("poll_soon", id=task_id)
+            action_id = await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.TASK_CANCEL_REQUESTED,
+                "task",
+                task_id,
+                {"status": row["status"]},
+            )
+            # The action id makes the entry unique: every cancel request appears once.
+            await record_history_note(
+                db,
+                task_id,
+                NewHistoryEntry("task.cancel_requested", "relay", f"cancel:{action_id}"),
+            )
         log.info("cancel_requested", task_id=task_id)
         return row
 

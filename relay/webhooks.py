@@ -16,21 +16,48 @@ from typing import Any
 
 import structlog
 
+from relay import actions
+from relay.actions import Actor, record_action
 from relay.clients import Client, new_signing_secret
 from relay.egress import Network, literal_ip_denied
 from relay.errors import Conflict, FieldError, InvalidRequest, NotFound
 from relay.ids import new_id
-from relay.pagination import keyset_page
-from relay.payloads import iso
+from relay.pagination import id_cursor, keyset_page
+from relay.payloads import iso, subscription_test_body
 from relay.store import OUTBOX_CHANNEL, Store
 
 log = structlog.get_logger(__name__)
 
 # Opaque feed cursors carry this prefix inside their base64, so a stray string is refused.
-_FEED_CURSOR_PREFIX = "seq:"
+_FEED_CURSOR_PREFIX = "tx:"
+# Cursors handed out before the feed was ordered by transaction (seq alone).
+_LEGACY_CURSOR_PREFIX = "seq:"
 # PATCH fields where an explicit null is a value ("all", "none"), so the query must be told
 # whether each was given at all.
 _NULLABLE_FIELDS = ("events", "models", "description")
+# Deliveries one recover or bulk-retry call queues at most: one bounded statement (about a
+# second of work), and the answer says `more` so the caller repeats for the rest.
+BULK_LIMIT = 10_000
+# The type of the event `POST /v1/subscriptions/{id}/test` sends (not a task event).
+TEST_EVENT_TYPE = "webhook.test"
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a recover or bulk retry queued, and whether matching deliveries remain."""
+
+    queued: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which failed or dead deliveries `POST /v1/deliveries/retry` sends again."""
+
+    subscription_id: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,18 +70,36 @@ class NewSubscription:
     description: str | None = None
 
 
-def encode_feed_cursor(seq: int) -> str:
+@dataclass(frozen=True, order=True)
+class FeedPosition:
+    """A place in the event feed: the writing transaction's id, then the event's seq."""
+
+    txid: int
+    seq: int
+
+
+FEED_START = FeedPosition(0, 0)
+
+
+def encode_feed_cursor(position: FeedPosition) -> str:
     """The opaque `next_cursor` of the event feed for a position."""
-    return base64.urlsafe_b64encode(f"{_FEED_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+    text = f"{_FEED_CURSOR_PREFIX}{position.txid}:{position.seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_feed_cursor(cursor: str) -> int | None:
-    """The feed position of a cursor from `encode_feed_cursor`, or None when it is not one."""
+def decode_feed_cursor(cursor: str) -> FeedPosition | int | None:
+    """The feed position of a cursor from `encode_feed_cursor`; an int (a seq) for a cursor
+    handed out before the feed was ordered by transaction; None when it is neither."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    seq = text.removeprefix(_FEED_CURSOR_PREFIX)
+    if text.startswith(_FEED_CURSOR_PREFIX):
+        txid, _, seq = text.removeprefix(_FEED_CURSOR_PREFIX).partition(":")
+        if txid.isdigit() and seq.isdigit():
+            return FeedPosition(int(txid), int(seq))
+        return None
+    seq = text.removeprefix(_LEGACY_CURSOR_PREFIX)
     if seq == text or not seq.isdigit():
         return None
     return int(seq)
@@ -75,6 +120,8 @@ class WebhookService:
         self.webhook_deny_cidrs = webhook_deny_cidrs
         self.secret_rotation_overlap_s = secret_rotation_overlap_s
         self.clock = clock
+        # Per-call bound of recover and bulk retry (an attribute so tests can lower it).
+        self.bulk_limit = BULK_LIMIT
 
     def _check_url(self, url: str) -> None:
         # The dispatcher checks resolved addresses at send time; refusing an obviously
@@ -86,22 +133,31 @@ class WebhookService:
     # Subscriptions
 
     async def create_subscription(
-        self, client: Client, new: NewSubscription
+        self, client: Client, new: NewSubscription, *, request_id: str | None = None
     ) -> tuple[dict[str, Any], str]:
         """Create a subscription; returns (row, secret): the secret is shown now only."""
         self._check_url(new.url)
         secret = new_signing_secret()
-        row = await self.store.fetchrow(
-            "insert_subscription",
-            id=new_id("sub"),
-            client_id=client.id,
-            url=new.url,
-            events=new.events,
-            models=new.models,
-            description=new.description,
-            secret=secret,
-        )
-        assert row is not None
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "insert_subscription",
+                id=new_id("sub"),
+                client_id=client.id,
+                url=new.url,
+                events=new.events,
+                models=new.models,
+                description=new.description,
+                secret=secret,
+            )
+            assert row is not None
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_CREATED,
+                "subscription",
+                row["id"],
+                {"url": new.url, "events": new.events, "models": new.models},
+            )
         log.info("subscription_created", subscription_id=row["id"])
         return dict(row), secret
 
@@ -110,7 +166,10 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of subscriptions, newest first, and the next cursor (or None)."""
         rows = await self.store.fetch(
-            "list_subscriptions", scope=client.scope, cursor=cursor, limit=limit + 1
+            "list_subscriptions",
+            scope=client.scope,
+            cursor=id_cursor(cursor, "sub"),
+            limit=limit + 1,
         )
         return keyset_page(rows, limit)
 
@@ -122,12 +181,18 @@ class WebhookService:
         return dict(row)
 
     async def update_subscription(
-        self, client: Client, subscription_id: str, changes: Mapping[str, Any]
+        self,
+        client: Client,
+        subscription_id: str,
+        changes: Mapping[str, Any],
+        *,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """PATCH: change only the fields present in `changes`.
 
         `events`/`models` set to None mean "all again"; `enabled: true` re-enables a
-        subscription disabled by a 410, and its waiting deliveries resume.
+        disabled subscription and the deliveries that waited for it are due at once;
+        `enabled: false` parks its waiting deliveries (new events keep being queued for it).
         """
         if changes.get("url") is not None:
             self._check_url(changes["url"])
@@ -148,12 +213,25 @@ class WebhookService:
             )
             if row is None:
                 raise NotFound("subscription")
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_UPDATED,
+                "subscription",
+                subscription_id,
+                {"changes": dict(changes)},
+            )
             if changes.get("enabled"):
+                await db.execute("resume_subscription_deliveries", id=subscription_id)
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            elif changes.get("enabled") is False:
+                await db.execute("park_subscription_deliveries", ids=[subscription_id])
         log.info("subscription_updated", subscription_id=subscription_id, fields=sorted(changes))
         return dict(row)
 
-    async def delete_subscription(self, client: Client, subscription_id: str) -> None:
+    async def delete_subscription(
+        self, client: Client, subscription_id: str, *, request_id: str | None = None
+    ) -> None:
         """Delete a subscription; deliveries still waiting for it are marked dead."""
         async with self.store.transaction() as db:
             if (
@@ -162,27 +240,125 @@ class WebhookService:
             ):
                 raise NotFound("subscription")
             await db.execute("abandon_subscription_deliveries", subscription_id=subscription_id)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_DELETED,
+                "subscription",
+                subscription_id,
+            )
         log.info("subscription_deleted", subscription_id=subscription_id)
 
     async def rotate_secret(
-        self, client: Client, subscription_id: str
+        self, client: Client, subscription_id: str, *, request_id: str | None = None
     ) -> tuple[dict[str, Any], str]:
         """A new secret; the old one keeps signing too for `secret_rotation_overlap_s`."""
         secret = new_signing_secret()
         old_valid_until = datetime.fromtimestamp(self.clock(), UTC) + timedelta(
             seconds=self.secret_rotation_overlap_s
         )
-        row = await self.store.fetchrow(
-            "rotate_subscription_secret",
-            id=subscription_id,
-            scope=client.scope,
-            secret=secret,
-            previous_secret_until=old_valid_until,
-        )
-        if row is None:
-            raise NotFound("subscription")
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "rotate_subscription_secret",
+                id=subscription_id,
+                scope=client.scope,
+                secret=secret,
+                previous_secret_until=old_valid_until,
+            )
+            if row is None:
+                raise NotFound("subscription")
+            # Never the secrets themselves: only until when the old one still signs.
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_SECRET_ROTATED,
+                "subscription",
+                subscription_id,
+                {"previous_secret_until": iso(old_valid_until)},
+            )
         log.info("subscription_secret_rotated", subscription_id=subscription_id)
         return dict(row), secret
+
+    async def recover(
+        self,
+        client: Client,
+        subscription_id: str,
+        since: datetime,
+        *,
+        request_id: str | None = None,
+    ) -> BulkResult:
+        """Queue again what the subscription missed since `since` (Svix's recover).
+
+        Every event since then that the subscription should have received (its client's
+        events, or every client's for an admin's subscription, matching its current events
+        and models filters, created while it existed) whose delivery failed, is dead or was
+        never made is queued: failed and dead ones become pending now, missing ones get a
+        new delivery; the webhook-id is the event id as always. At most BULK_LIMIT per call.
+        A disabled subscription's recovered deliveries wait until it is re-enabled.
+        """
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "recover_subscription",
+                id=subscription_id,
+                scope=client.scope,
+                since=since,
+                limit=self.bulk_limit,
+            )
+            assert row is not None
+            if not row["found"]:
+                raise NotFound("subscription")
+            if row["queued"]:
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.SUBSCRIPTION_RECOVERED,
+                "subscription",
+                subscription_id,
+                {"since": since.isoformat(), "queued": row["queued"], "more": row["more"]},
+            )
+        log.info(
+            "subscription_recovered",
+            subscription_id=subscription_id,
+            queued=row["queued"],
+            more=row["more"],
+        )
+        return BulkResult(row["queued"], row["more"])
+
+    async def send_test_event(self, client: Client, subscription_id: str) -> dict[str, Any]:
+        """Queue a signed `webhook.test` event for this subscription only; returns its delivery.
+
+        The event is not a task event: it has no task, goes to no other subscriber and is
+        not in the event feed. 409 when the subscription is disabled.
+        """
+        subscription = await self.get_subscription(client, subscription_id)
+        if not subscription["enabled"]:
+            raise Conflict(
+                "the subscription is disabled; re-enable it first", "subscription-disabled"
+            )
+        event_id = new_id("evt")
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        async with self.store.transaction() as db:
+            event = await db.fetchrow(
+                "insert_test_event",
+                id=event_id,
+                client_id=subscription["client_id"],
+                type=TEST_EVENT_TYPE,
+                payload=subscription_test_body(event_id, TEST_EVENT_TYPE, now, subscription_id),
+            )
+            assert event is not None
+            delivery_id = await db.fetchval(
+                "insert_test_delivery",
+                event_id=event_id,
+                event_seq=event["seq"],
+                task_created_at=event["task_created_at"],
+                client_id=subscription["client_id"],
+                subscription_id=subscription_id,
+                url=subscription["url"],
+            )
+            await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+        log.info("subscription_test_event", subscription_id=subscription_id, event_id=event_id)
+        return await self.get_delivery(client, delivery_id)
 
     # Deliveries
 
@@ -203,7 +379,7 @@ class WebhookService:
             status=status,
             subscription_id=subscription_id,
             task_id=task_id,
-            cursor=cursor,
+            cursor=id_cursor(cursor, "dlv"),
             limit=limit + 1,
         )
         return keyset_page(rows, limit)
@@ -237,7 +413,9 @@ class WebhookService:
             )
         return [{**dict(row), "attempts": attempts[row["id"]]} for row in rows]
 
-    async def retry_delivery(self, client: Client, delivery_id: str) -> dict[str, Any]:
+    async def retry_delivery(
+        self, client: Client, delivery_id: str, *, request_id: str | None = None
+    ) -> dict[str, Any]:
         """Send a failed or dead delivery again now, with the same webhook-id.
 
         409 when it is pending or already succeeded, in flight, or its subscription was
@@ -256,6 +434,14 @@ class WebhookService:
         async with self.store.transaction() as db:
             retried = await db.fetchrow("retry_delivery", id=delivery_id, scope=client.scope)
             if retried is not None:
+                await record_action(
+                    db,
+                    Actor.of(client, request_id),
+                    actions.DELIVERY_RETRIED,
+                    "delivery",
+                    delivery_id,
+                    {"task_id": row["task_id"], "previous_status": row["status"]},
+                )
                 await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
         if retried is None:
             raise Conflict(
@@ -265,6 +451,48 @@ class WebhookService:
             )
         log.info("delivery_retry_requested", delivery_id=delivery_id)
         return await self.get_delivery(client, delivery_id)
+
+    async def retry_deliveries(
+        self, client: Client, which: DeliveryFilter, *, request_id: str | None = None
+    ) -> BulkResult:
+        """Bulk redelivery: failed or dead deliveries matching the filter are due now.
+
+        Skips deliveries in flight and those whose subscription is deleted or disabled (as
+        the single retry refuses them). At most BULK_LIMIT per call; `more` when others
+        remain, so calling again continues (what was queued is pending, no longer matched).
+        """
+        async with self.store.transaction() as db:
+            row = await db.fetchrow(
+                "retry_deliveries",
+                scope=client.scope,
+                status=which.status,
+                subscription_id=which.subscription_id,
+                task_id=which.task_id,
+                since=which.since,
+                limit=self.bulk_limit,
+            )
+            assert row is not None
+            if row["queued"]:
+                await db.execute("notify_outbox", channel=OUTBOX_CHANNEL)
+            await record_action(
+                db,
+                Actor.of(client, request_id),
+                actions.DELIVERIES_BULK_RETRIED,
+                "delivery",
+                None,
+                {
+                    "filter": {
+                        "subscription_id": which.subscription_id,
+                        "status": which.status,
+                        "task_id": which.task_id,
+                        "since": which.since.isoformat() if which.since else None,
+                    },
+                    "queued": row["queued"],
+                    "more": row["more"],
+                },
+            )
+        log.info("deliveries_retry_requested", queued=row["queued"], more=row["more"])
+        return BulkResult(row["queued"], row["more"])
 
     # The event feed
 
@@ -280,27 +508,33 @@ class WebhookService:
         rows = await self.store.fetch(
             "list_webhook_events",
             scope=client.scope,
-            after_seq=position,
+            after_txid=position.txid,
+            after_seq=position.seq,
             types=types,
             limit=limit + 1,
         )
-        page, next_cursor = keyset_page(rows, limit, lambda row: encode_feed_cursor(row["seq"]))
+        page, next_cursor = keyset_page(
+            rows, limit, lambda row: encode_feed_cursor(FeedPosition(int(row["txid"]), row["seq"]))
+        )
         return [row["payload"] for row in page], next_cursor
 
-    async def _feed_position(self, client: Client, after: str | None) -> int:
+    async def _feed_position(self, client: Client, after: str | None) -> FeedPosition:
         if not after:
-            return 0
-        if after.startswith("evt_"):
-            seq = await self.store.fetchval("webhook_event_seq", id=after, scope=client.scope)
-            if seq is None:
-                raise InvalidRequest(
-                    "unknown event id", [FieldError("/query/after", "no such event")]
-                )
-            return seq
-        seq = decode_feed_cursor(after)
-        if seq is None:
+            return FEED_START
+        decoded = None if after.startswith("evt_") else decode_feed_cursor(after)
+        if decoded is None and not after.startswith("evt_"):
             raise InvalidRequest(
                 "invalid cursor",
                 [FieldError("/query/after", "expected a next_cursor value or an evt_ id")],
             )
-        return seq
+        if isinstance(decoded, FeedPosition):
+            return decoded
+        row = await self.store.fetchrow(
+            "webhook_event_position",
+            id=after if decoded is None else None,
+            seq=decoded,
+            scope=client.scope,
+        )
+        if row is None:
+            raise InvalidRequest("unknown event id", [FieldError("/query/after", "no such event")])
+        return FeedPosition(int(row["txid"]), row["seq"])

@@ -2,30 +2,71 @@
 -- Parameters are named (`:owner`); relay.store turns them into `$n` when it loads this file.
 
 -- name: insert_client
--- Register a client (nothing when the name is taken); the key is stored only as its sha256.
-INSERT INTO clients (name, key_hash, key_prefix, signing_secret, is_admin)
-VALUES (:name, :key_hash, :key_prefix, :signing_secret, :is_admin)
+-- Register a client (nothing when the name is taken); its keys live in client_keys.
+INSERT INTO clients (name, signing_secret, role)
+VALUES (:name, :signing_secret, :role)
 ON CONFLICT (name) DO NOTHING
-RETURNING id, name, is_admin, created_at;
+RETURNING id, name, role, created_at;
 
--- name: list_clients
--- Every client, never the key nor the secret.
-SELECT id, name, key_prefix, is_admin, created_at, revoked_at FROM clients ORDER BY id;
+-- name: insert_client_key
+-- One more API key for a client, stored only as its sha256.
+INSERT INTO client_keys (client_id, key_hash, key_prefix)
+VALUES (:client_id, :key_hash, :key_prefix)
+RETURNING id, key_prefix, created_at;
 
--- name: revoke_client
--- Revocation is immediate: authentication reads this row on every request.
-UPDATE clients SET revoked_at = now() WHERE name = :name AND revoked_at IS NULL RETURNING id;
+-- name: get_client_by_name
+-- A client by its unique name (the CLI's handle on it).
+SELECT id, name, role FROM clients WHERE name = :name;
+
+-- name: list_client_keys
+-- Every client with each of its keys (prefix and dates, never the hash nor the secret).
+SELECT c.name, c.role, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at
+FROM clients c LEFT JOIN client_keys k ON k.client_id = c.id
+ORDER BY c.id, k.id;
+
+-- name: live_client_keys
+-- A client's keys not yet revoked, oldest first.
+SELECT id, key_prefix FROM client_keys
+WHERE client_id = :client_id AND revoked_at IS NULL
+ORDER BY id;
+
+-- name: revoke_client_keys
+-- Revocation is immediate: authentication reads the key's row on every request.
+UPDATE client_keys SET revoked_at = now()
+WHERE id = ANY(:ids::bigint[]) AND revoked_at IS NULL
+RETURNING key_prefix;
 
 -- name: authenticate_client
--- The client behind a key hash, unless revoked.
-SELECT id, name, is_admin FROM clients WHERE key_hash = :key_hash AND revoked_at IS NULL;
+-- The client behind a live key hash, and whether the key's last use is recent enough
+-- (within :touch_after_s) that it need not be written again.
+SELECT c.id, c.name, c.role, k.id AS key_id, k.key_prefix,
+       coalesce(k.last_used_at > now() - make_interval(secs => :touch_after_s), false)
+           AS recently_used
+FROM client_keys k JOIN clients c ON c.id = k.client_id
+WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL;
+
+-- name: touch_client_key
+-- Record a key's use; a no-op when another request of the same minute already did.
+UPDATE client_keys SET last_used_at = now()
+WHERE id = :id
+  AND (last_used_at IS NULL OR last_used_at <= now() - make_interval(secs => :touch_after_s));
+
+-- name: rotate_client_secret
+-- New signing secret for per-task webhooks; the old one keeps signing until
+-- :previous_secret_until (dual signatures, as for subscriptions).
+UPDATE clients
+SET previous_signing_secret = signing_secret, previous_signing_secret_until = :previous_secret_until,
+    signing_secret = :secret
+WHERE id = :id
+RETURNING id, previous_signing_secret_until;
 
 -- name: insert_task
 -- A new task, durable before anything is sent upstream; the submit lease lasts :submit_lease_s.
 INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
-                   submit_attempts, next_submit_at)
+                   submit_attempts, next_submit_at, client_name, traceparent)
 VALUES (:id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
-        1, now() + make_interval(secs => :submit_lease_s))
+        1, now() + make_interval(secs => :submit_lease_s),
+        (SELECT name FROM clients WHERE id = :client_id), :traceparent)
 RETURNING *;
 
 -- name: insert_idempotency_key
@@ -44,12 +85,15 @@ SELECT request_hash, task_id FROM idempotency_keys WHERE client_id = :client_id 
 SELECT * FROM tasks WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_tasks
--- Newest first by time-ordered id; the cursor is the last id seen.
+-- Newest first by time-ordered id; the cursor is the last id seen. :client filters by
+-- client name (within :scope, so a client naming another sees nothing).
 SELECT * FROM tasks
 WHERE (:scope::bigint IS NULL OR client_id = :scope)
   AND (:status::text IS NULL OR status = :status)
   AND (:model::text IS NULL OR model = :model)
   AND (:created_after::timestamptz IS NULL OR created_at > :created_after)
+  AND (:created_before::timestamptz IS NULL OR created_at < :created_before)
+  AND (:client::text IS NULL OR client_id = (SELECT id FROM clients WHERE name = :client))
   AND (:cursor::text IS NULL OR id < :cursor)
 ORDER BY id DESC
 LIMIT :limit;
@@ -82,9 +126,12 @@ SELECT count(*) FROM (
 -- name: pull_deferred_submissions
 -- Upstream accepts again: every submission the resubmitter deferred is due now; the budget
 -- paces them. (A first attempt still in flight in the API has submit_attempts = 1.)
+-- Rows another transaction holds are skipped: they are being submitted or rescheduled.
 UPDATE tasks SET next_submit_at = now()
-WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
-  AND submit_attempts > 1 AND next_submit_at > now();
+WHERE id IN (SELECT id FROM tasks
+             WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
+               AND submit_attempts > 1 AND next_submit_at > now()
+             FOR UPDATE SKIP LOCKED);
 
 -- name: schedule_resubmit
 -- Upstream could not take the task now: try again after :delay_s seconds (:requests made).
@@ -110,7 +157,11 @@ UPDATE tasks t
 SET lease_owner = :owner, next_poll_at = now() + make_interval(secs => :lease_s)
 FROM due
 WHERE t.id = due.id
-RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s;
+RETURNING t.*, extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
+    -- how long upstream has answered 404 (NULL: it has not) and the task's age, on the
+    -- database's clock like every other time the poller compares
+    extract(epoch FROM now() - t.upstream_missing_since)::float8 AS missing_for_s,
+    extract(epoch FROM now() - t.created_at)::float8 AS age_s;
 
 -- name: history_keys
 -- What is already recorded for these tasks, to diff upstream's events against (and the
@@ -145,13 +196,16 @@ SET status = u.status,
     last_polled_at = coalesce(u.looked_at, t.last_polled_at),
     events_fetched_at = CASE WHEN u.events_fetched THEN now() ELSE t.events_fetched_at END,
     events_retries = coalesce(u.events_retries, t.events_retries),
-    upstream_requests = t.upstream_requests + coalesce(u.requests, 0)
+    upstream_requests = t.upstream_requests + coalesce(u.requests, 0),
+    upstream_missing_since = CASE WHEN u.upstream_missing IS NULL THEN t.upstream_missing_since
+                                  WHEN u.upstream_missing THEN coalesce(t.upstream_missing_since, now())
+                                  END
 FROM jsonb_to_recordset(:updates::jsonb) AS u(
     id text, status text, upstream_task_id text, upstream_request_id text,
     cost_estimate float8, cost_actual float8, output jsonb, error jsonb, changed bool,
     new_events int, poll_interval_s float8, poll_delay_s float8,
     phase_started_at timestamptz, looked_at timestamptz, events_fetched bool,
-    events_retries int, requests int)
+    events_retries int, requests int, upstream_missing bool)
 WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 
@@ -170,10 +224,6 @@ ORDER BY e.task_id, e.seq
 ON CONFLICT (task_id, dedupe_key, task_created_at) DO NOTHING
 RETURNING id;
 
--- name: lock_event_feed
--- Held to commit: webhook_events.seq is handed out in commit order, so the feed never skips.
-SELECT pg_advisory_xact_lock(:lock_key);
-
 -- name: insert_webhook_events
 -- The outbox: one event per status change, its payload the exact webhook body.
 INSERT INTO webhook_events (id, task_id, task_created_at, client_id, type, payload)
@@ -186,31 +236,41 @@ RETURNING id;
 
 -- name: insert_deliveries
 -- Fan new events out to matching subscriptions (own client's, or any admin's) and task URLs.
+-- Revoking a client's keys stops its API calls, not deliveries for tasks already accepted.
+-- A disabled subscription's deliveries wait, parked (next_attempt_at = infinity), until it
+-- is re-enabled. The subscriptions read are share-locked: re-enabling one (an UPDATE of its
+-- row, then resuming its parked deliveries) waits for this transaction, or this reads it
+-- enabled; so no delivery stays parked for an enabled subscription.
 WITH ev AS (
     SELECT w.id, w.seq, w.task_id, w.task_created_at, w.client_id, w.type, t.model,
            t.webhook_url, t.webhook_events
     FROM webhook_events w JOIN tasks t ON t.id = w.task_id
     WHERE w.id = ANY(:event_ids::text[])
+), subs AS (
+    SELECT s.id, s.client_id, s.url, s.events, s.models, s.enabled, c.role = 'admin' AS admin
+    FROM subscriptions s JOIN clients c ON c.id = s.client_id
+    WHERE s.deleted_at IS NULL
+      AND (c.role = 'admin' OR s.client_id IN (SELECT client_id FROM ev))
+    FOR SHARE OF s
 ), targets AS (
     SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, s.client_id,
-           s.id AS subscription_id, s.url, 'sub:' || s.id AS target
+           s.id AS subscription_id, s.url, 'sub:' || s.id AS target,
+           CASE WHEN s.enabled THEN now() ELSE 'infinity' END AS next_attempt_at
     FROM ev
-    JOIN subscriptions s ON s.deleted_at IS NULL AND s.enabled
+    JOIN subs s ON (s.client_id = ev.client_id OR s.admin)
         AND (s.events IS NULL OR ev.type = ANY (s.events))
         AND (s.models IS NULL OR ev.model = ANY (s.models))
-    JOIN clients c ON c.id = s.client_id AND c.revoked_at IS NULL
-        AND (c.id = ev.client_id OR c.is_admin)
     UNION ALL
     SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, ev.client_id, NULL,
-           ev.webhook_url, 'url:' || ev.webhook_url
+           ev.webhook_url, 'url:' || ev.webhook_url, now()
     FROM ev
     WHERE ev.webhook_url IS NOT NULL
       AND (ev.webhook_events IS NULL OR ev.type = ANY (ev.webhook_events))
 )
 INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
-                        subscription_id, url, target)
+                        subscription_id, url, target, next_attempt_at)
 SELECT relay_new_id('dlv'), id, seq, task_id, task_created_at, client_id, subscription_id, url,
-       target
+       target, next_attempt_at
 FROM targets
 ORDER BY seq
 RETURNING id;
@@ -265,6 +325,7 @@ SET url = coalesce(:url, url),
     description = CASE WHEN :description_given THEN :description ELSE description END,
     enabled = coalesce(:enabled, enabled),
     disabled_reason = CASE WHEN coalesce(:enabled, enabled) THEN NULL ELSE disabled_reason END,
+    failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END,
     updated_at = now()
 WHERE id = :id AND deleted_at IS NULL AND (:scope::bigint IS NULL OR client_id = :scope)
 RETURNING *;
@@ -300,6 +361,7 @@ RETURNING id;
 -- :now is "now" for the secret-rotation window, :per_target_limit the per-target cap,
 -- :in_flight {target: deliveries this dispatcher already has in flight}.
 -- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
+-- traceparent: the task's, sent with every delivery of it (relay.tracing).
 WITH ready AS (
     SELECT d.id, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
@@ -339,8 +401,11 @@ RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count,
           w.payload::text AS body, w.created_at AS event_created_at,
           extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
           coalesce(s.secret, c.signing_secret) AS secret,
-          CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
-              AS previous_secret;
+          CASE WHEN due.subscription_id IS NOT NULL
+               THEN CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
+               WHEN c.previous_signing_secret_until > :now THEN c.previous_signing_secret
+          END AS previous_secret,
+          (SELECT t.traceparent FROM tasks t WHERE t.id = d.task_id) AS traceparent;
 
 -- name: complete_deliveries
 -- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.
@@ -419,16 +484,36 @@ FROM delivery_attempts
 WHERE delivery_id = ANY(:delivery_ids::text[])
 ORDER BY delivery_id, attempt;
 
--- name: webhook_event_seq
--- Resolve an `after=evt_...` cursor to its feed position.
-SELECT seq FROM webhook_events WHERE id = :id AND (:scope::bigint IS NULL OR client_id = :scope);
+-- name: webhook_event_position
+-- Resolve an `after=evt_...` cursor (or an old `seq:` cursor) to its feed position.
+SELECT txid, seq FROM webhook_events
+WHERE (id = :id OR seq = :seq) AND (:scope::bigint IS NULL OR client_id = :scope);
 
 -- name: list_webhook_events
--- The event feed, oldest first, after a position.
-SELECT seq, payload FROM webhook_events
-WHERE (:scope::bigint IS NULL OR client_id = :scope) AND seq > :after_seq
-  AND (:types::text[] IS NULL OR type = ANY (:types::text[]))
-ORDER BY seq
+-- The event feed after a position, in (writing transaction, seq) order, task events only (a
+-- subscription's test event is for that subscription alone). Only events of transactions
+-- below the horizon are shown: the oldest transaction of this database still running at
+-- this statement's snapshot (or the next xid to be assigned). No event can commit later
+-- below it, so a reader paging by position never skips one. Transactions that
+-- pg_stat_activity shows in other databases of the cluster do not hold the horizon back.
+WITH snap AS (
+    SELECT pg_current_snapshot() AS s
+), running_here AS (
+    SELECT x FROM snap, pg_snapshot_xip(s) AS x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                      WHERE a.datname IS DISTINCT FROM current_database()
+                        AND a.backend_xid = xid(x))
+), horizon AS (
+    SELECT least((SELECT min(x) FROM running_here), (SELECT pg_snapshot_xmax(s) FROM snap))
+        AS xid
+)
+SELECT w.txid, w.seq, w.payload FROM webhook_events w, horizon
+WHERE (:scope::bigint IS NULL OR w.client_id = :scope)
+  AND (w.txid, w.seq) > (:after_txid::xid8, :after_seq::bigint)
+  AND w.txid < horizon.xid
+  AND w.task_id IS NOT NULL
+  AND (:types::text[] IS NULL OR w.type = ANY (:types::text[]))
+ORDER BY w.txid, w.seq
 LIMIT :limit;
 
 -- name: tasks_in_flight
@@ -436,10 +521,11 @@ LIMIT :limit;
 SELECT status, count(*) AS n FROM tasks WHERE status IN ('queued', 'processing') GROUP BY status;
 
 -- name: outbox_stats
--- Gauge: deliveries waiting and the age of the oldest.
+-- Gauge: deliveries waiting and the age of the oldest (not those parked for a disabled
+-- subscription: the relay is not behind on them).
 SELECT count(*) AS pending,
        coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
-FROM deliveries WHERE status IN ('pending', 'failed');
+FROM deliveries WHERE status IN ('pending', 'failed') AND next_attempt_at <> 'infinity';
 
 -- name: purge_idempotency_keys
 -- Idempotency keys are kept 24 hours (the contract's minimum) plus a margin.
@@ -576,3 +662,287 @@ ORDER BY b.month;
 -- name: drop_history_month
 -- Drop one month's history partitions and its tasks (refused if a task is not terminal).
 SELECT relay_drop_history_month(:month::date);
+
+-- ---------------------------------------------------------------------------------------
+-- Deliveries: disabled subscriptions, recovery, bulk retry, auto-disable, test events.
+
+-- name: park_subscription_deliveries
+-- A subscription was disabled: its waiting deliveries (not in flight) wait until re-enabled,
+-- out of the dispatcher's due scan.
+UPDATE deliveries SET next_attempt_at = 'infinity'
+WHERE subscription_id = ANY(:ids::text[]) AND status IN ('pending', 'failed')
+  AND lease_owner IS NULL;
+
+-- name: resume_subscription_deliveries
+-- A subscription was re-enabled: what waited for it is due now (in event order per task).
+UPDATE deliveries SET next_attempt_at = now(), updated_at = now()
+WHERE subscription_id = :id AND status IN ('pending', 'failed')
+  AND next_attempt_at = 'infinity';
+
+-- name: recover_subscription
+-- Queue again every event since :since the subscription should have received (its
+-- client's, or every client's for an admin's; matching its events and models; created
+-- while it existed) whose delivery failed, is dead or is missing. At most :limit per call;
+-- `more` says whether others remain. Same event, so the same webhook-id.
+WITH sub AS (
+    SELECT s.id, s.client_id, s.url, s.events, s.models, s.enabled, s.created_at, c.is_admin
+    FROM subscriptions s JOIN clients c ON c.id = s.client_id
+    WHERE s.id = :id AND s.deleted_at IS NULL AND (:scope::bigint IS NULL OR s.client_id = :scope)
+    -- Re-enabling updates this row, then resumes parked deliveries: it waits for this
+    -- statement's rows to commit, or this reads it already enabled (never parked for good).
+    FOR SHARE OF s
+), owed AS (
+    SELECT w.id AS event_id, w.seq, w.task_id, w.task_created_at, d.id AS delivery_id
+    FROM sub
+    JOIN webhook_events w ON w.created_at >= greatest(:since::timestamptz, sub.created_at)
+        AND w.task_id IS NOT NULL
+        AND (sub.is_admin OR w.client_id = sub.client_id)
+        AND (sub.events IS NULL OR w.type = ANY (sub.events))
+    JOIN tasks t ON t.id = w.task_id AND (sub.models IS NULL OR t.model = ANY (sub.models))
+    LEFT JOIN deliveries d ON d.event_id = w.id AND d.task_created_at = w.task_created_at
+        AND d.target = 'sub:' || sub.id
+    WHERE d.id IS NULL OR (d.status IN ('failed', 'dead') AND d.lease_owner IS NULL)
+    ORDER BY w.seq
+    LIMIT :limit + 1
+), chosen AS (
+    SELECT * FROM owed ORDER BY seq LIMIT :limit
+), inserted AS (
+    -- a delivery lives in its event's partition (the event's task_created_at)
+    INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                            subscription_id, url, target, next_attempt_at)
+    SELECT relay_new_id('dlv'), c.event_id, c.seq, c.task_id, c.task_created_at,
+           sub.client_id, sub.id, sub.url, 'sub:' || sub.id,
+           CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
+    FROM chosen c CROSS JOIN sub
+    WHERE c.delivery_id IS NULL
+    ORDER BY c.seq
+    ON CONFLICT (event_id, target, task_created_at) DO NOTHING
+    RETURNING id
+), requeued AS (
+    UPDATE deliveries d
+    SET status = 'pending', updated_at = now(),
+        next_attempt_at = CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
+    FROM chosen c CROSS JOIN sub
+    WHERE d.id = c.delivery_id AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM sub) = 1 AS found,
+       (SELECT count(*) FROM inserted) + (SELECT count(*) FROM requeued) AS queued,
+       (SELECT count(*) FROM owed) > :limit AS more;
+
+-- name: retry_deliveries
+-- Bulk manual retry: failed or dead deliveries matching the filter, not in flight, whose
+-- subscription (if any) can receive them, due now; at most :limit, `more` if others remain.
+WITH candidates AS (
+    SELECT d.id FROM deliveries d
+    LEFT JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE (:scope::bigint IS NULL OR d.client_id = :scope)
+      AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+      AND (:status::text IS NULL OR d.status = :status)
+      AND (:subscription_id::text IS NULL OR d.subscription_id = :subscription_id)
+      AND (:task_id::text IS NULL OR d.task_id = :task_id)
+      AND (:since::timestamptz IS NULL OR d.created_at >= :since)
+      AND (d.subscription_id IS NULL OR (s.enabled AND s.deleted_at IS NULL))
+    ORDER BY d.id
+    LIMIT :limit + 1
+), chosen AS (
+    SELECT id FROM candidates ORDER BY id LIMIT :limit
+), requeued AS (
+    UPDATE deliveries d SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    FROM chosen
+    WHERE d.id = chosen.id AND d.status IN ('failed', 'dead') AND d.lease_owner IS NULL
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM requeued) AS queued,
+       (SELECT count(*) FROM candidates) > :limit AS more;
+
+-- name: record_subscription_health
+-- After a batch of attempts: a success ends a subscription's run of failures; a failure
+-- starts one; a run older than :disable_after_s disables the subscription. Only changes are
+-- written, so a steady subscription costs no update, and rows another dispatcher is
+-- changing right now are skipped (its batch says the same), so this never waits or
+-- deadlocks. Returns the subscriptions disabled.
+WITH changing AS (
+    SELECT id, ok,
+           NOT ok AND enabled
+               AND coalesce(failing_since <= now() - make_interval(secs => :disable_after_s),
+                            false) AS disable
+    FROM (SELECT id, enabled, failing_since, id = ANY(:succeeded::text[]) AS ok
+          FROM subscriptions
+          WHERE (id = ANY(:succeeded::text[]) OR id = ANY(:failed::text[]))
+            AND deleted_at IS NULL) s
+    WHERE (ok AND failing_since IS NOT NULL)
+       OR (NOT ok AND failing_since IS NULL)
+       OR (NOT ok AND enabled AND failing_since <= now() - make_interval(secs => :disable_after_s))
+), locked AS (
+    SELECT s.id, c.ok, c.disable FROM subscriptions s JOIN changing c ON c.id = s.id
+    FOR UPDATE OF s SKIP LOCKED
+)
+UPDATE subscriptions s
+SET failing_since = CASE WHEN l.ok THEN NULL ELSE coalesce(s.failing_since, now()) END,
+    enabled = s.enabled AND NOT l.disable,
+    disabled_reason = CASE WHEN l.disable
+        THEN format('every delivery attempt failed for more than %s (since %s)',
+                    :disable_after_text::text,
+                    to_char(s.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+        ELSE s.disabled_reason END,
+    updated_at = CASE WHEN l.disable THEN now() ELSE s.updated_at END
+FROM locked l
+WHERE s.id = l.id
+RETURNING s.id, l.disable AS disabled;
+
+-- name: insert_test_event
+-- A `webhook.test` event for one subscription (no task; kept out of the event feed). With no
+-- task, it is filed (task_created_at, the partition key) under its own time.
+INSERT INTO webhook_events (id, task_id, task_created_at, client_id, type, payload)
+VALUES (:id, NULL, now(), :client_id, :type, :payload)
+RETURNING id, seq, task_created_at;
+
+-- name: insert_test_delivery
+-- The test event's only delivery: to the subscription that asked for it, due now; in its
+-- event's partition.
+INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                        subscription_id, url, target)
+VALUES (relay_new_id('dlv'), :event_id, :event_seq, NULL, :task_created_at, :client_id,
+        :subscription_id, :url, 'sub:' || :subscription_id)
+RETURNING id;
+
+-- Audit: who did what (the action log), the cancel note in a task's history, export, usage.
+
+-- name: insert_action
+-- Append one action; written in the transaction of the change it records where there is one.
+INSERT INTO actions (actor, actor_key_prefix, action, resource_type, resource_id, request_id,
+                     details)
+VALUES (:actor, :actor_key_prefix, :action, :resource_type, :resource_id, :request_id,
+        :details)
+RETURNING id, at;
+
+-- name: list_actions
+-- The action log, newest first, filtered; the cursor is the last id seen.
+SELECT * FROM actions
+WHERE (:actor::text IS NULL OR actor = :actor)
+  AND (:action::text IS NULL OR action = :action)
+  AND (:resource_type::text IS NULL OR resource_type = :resource_type)
+  AND (:resource_id::text IS NULL OR resource_id = :resource_id)
+  AND (:from_at::timestamptz IS NULL OR at >= :from_at)
+  AND (:to_at::timestamptz IS NULL OR at < :to_at)
+  AND (:cursor::text IS NULL OR id < :cursor)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: take_history_seq
+-- The next seq of a task's history, taken under the task's row lock (held to the end of the
+-- transaction), so a note interleaves with the poller's entries without a gap or a twin, and
+-- its chain's last entry cannot change before the note is appended.
+UPDATE tasks SET event_seq = event_seq + 1 WHERE id = :task_id
+RETURNING id, created_at, event_seq;
+
+-- name: insert_history_note
+-- A history entry that changes no status (a cancel request), chained and timed by the relay
+-- like insert_history; its seq comes from take_history_seq.
+INSERT INTO task_events (id, task_id, task_created_at, seq, type, from_status, to_status,
+                         source, upstream_event, dedupe_key, created_at, prev_hash, hash)
+VALUES (:id, :task_id, :task_created_at, :seq, :type, :from_status, :to_status, :source,
+        :upstream_event, :dedupe_key, :created_at, :prev_hash, :hash)
+ON CONFLICT (task_id, dedupe_key, task_created_at) DO NOTHING
+RETURNING *;
+
+-- name: client_by_name
+-- A client by name (revoked or not), for `relay export --client`.
+SELECT id, name, is_admin FROM clients WHERE name = :name;
+
+-- name: count_export_tasks
+-- How many tasks an export will write, for its progress bar.
+SELECT count(*) FROM tasks
+WHERE (:scope::bigint IS NULL OR client_id = :scope)
+  AND (:created_after::timestamptz IS NULL OR created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR created_at < :created_before);
+
+-- name: export_tasks
+-- Every task in [created_after, created_before) with its client and its whole history, in
+-- creation order; read through a server-side cursor, so memory stays flat.
+SELECT t.*, c.name AS client_name,
+       coalesce((SELECT jsonb_agg(to_jsonb(e) ORDER BY e.seq) FROM task_events e
+                 WHERE e.task_id = t.id AND e.task_created_at = t.created_at), '[]') AS history
+FROM tasks t JOIN clients c ON c.id = t.client_id
+WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
+  AND (:created_after::timestamptz IS NULL OR t.created_at >= :created_after)
+  AND (:created_before::timestamptz IS NULL OR t.created_at < :created_before)
+ORDER BY t.created_at, t.id;
+
+-- name: usage
+-- Tasks created in [from_at, to_at) grouped by UTC day, model or client: counts per status
+-- and the sums of both costs, straight from the tasks table.
+SELECT CASE :group_by::text
+           WHEN 'day' THEN to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+           WHEN 'model' THEN t.model
+           ELSE c.name
+       END AS key,
+       count(*) AS tasks,
+       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+       count(*) FILTER (WHERE t.status = 'processing') AS processing,
+       count(*) FILTER (WHERE t.status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
+       coalesce(sum(t.cost_estimate), 0)::float8 AS cost_estimate,
+       coalesce(sum(t.cost_actual), 0)::float8 AS cost_actual
+FROM tasks t JOIN clients c ON c.id = t.client_id
+WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
+  AND (:from_at::timestamptz IS NULL OR t.created_at >= :from_at)
+  AND (:to_at::timestamptz IS NULL OR t.created_at < :to_at)
+GROUP BY 1
+ORDER BY 1;
+
+-- The console (relay/console): browser sessions, subscription health, upstream summary.
+
+-- name: purge_console_sessions
+-- Expired sessions are useless; dropped whenever someone signs in.
+DELETE FROM console_sessions WHERE expires_at < now();
+
+-- name: insert_console_session
+-- A new console session for the client behind a live key.
+INSERT INTO console_sessions (token_hash, client_id, key_hash, key_prefix, csrf_token,
+                              expires_at)
+VALUES (:token_hash, :client_id, :key_hash, :key_prefix, :csrf_token,
+        now() + make_interval(secs => :lifetime_s))
+RETURNING expires_at;
+
+-- name: console_session_client
+-- The client of an unexpired session whose key is still live (columns named as Client's
+-- fields), with the session's CSRF token.
+SELECT c.id, c.name, c.role, s.key_prefix, s.csrf_token, s.expires_at
+FROM console_sessions s
+JOIN client_keys k ON k.key_hash = s.key_hash AND k.client_id = s.client_id
+    AND k.revoked_at IS NULL
+JOIN clients c ON c.id = s.client_id
+WHERE s.token_hash = :token_hash AND s.expires_at > now();
+
+-- name: delete_console_session
+-- Sign out.
+DELETE FROM console_sessions WHERE token_hash = :token_hash;
+
+-- name: subscription_health
+-- Per subscription the caller may see: attempts and successes over the last day, and the
+-- newest failed attempt (status code, error, excerpt, when).
+SELECT s.id AS subscription_id,
+       count(a.*) AS attempts,
+       count(a.*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS succeeded,
+       last_failure.status_code AS last_status_code,
+       last_failure.error AS last_error,
+       last_failure.response_excerpt AS last_response_excerpt,
+       last_failure.created_at AS last_error_at
+FROM subscriptions s
+LEFT JOIN deliveries d ON d.subscription_id = s.id
+LEFT JOIN delivery_attempts a
+       ON a.delivery_id = d.id AND a.created_at > now() - make_interval(secs => :window_s)
+LEFT JOIN LATERAL (
+    SELECT fa.status_code, fa.error, fa.response_excerpt, fa.created_at
+    FROM deliveries fd JOIN delivery_attempts fa ON fa.delivery_id = fd.id
+    WHERE fd.subscription_id = s.id
+      AND (fa.status_code IS NULL OR fa.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY fa.created_at DESC
+    LIMIT 1
+) last_failure ON true
+WHERE s.deleted_at IS NULL AND (:scope::bigint IS NULL OR s.client_id = :scope)
+GROUP BY s.id, last_failure.status_code, last_failure.error, last_failure.response_excerpt,
+         last_failure.created_at;

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.app import create_app
-from relay.clients import create_client
+from relay.clients import Role, create_client
 from relay.config import Settings
 from relay.localdev import embedded_postgres
 from relay.store import Store, migrate
@@ -164,8 +164,11 @@ def app(relay_app: TestClient) -> web.Application:
 def new_client(store: Store) -> Callable[..., Awaitable[dict[str, str]]]:
     """Create a client; returns headers carrying its key (and the key and secret)."""
 
-    async def make(name: str | None = None, *, admin: bool = False) -> dict[str, str]:
-        key, secret = await create_client(store, name or f"c-{uuid.uuid4().hex[:8]}", admin=admin)
+    async def make(
+        name: str | None = None, *, admin: bool = False, role: Role | None = None
+    ) -> dict[str, str]:
+        name = name or f"c-{uuid.uuid4().hex[:8]}"
+        key, secret = await create_client(store, name, admin=admin, role=role)
         return {"Authorization": f"Bearer {key}", "key": key, "secret": secret}
 
     return make

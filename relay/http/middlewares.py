@@ -12,8 +12,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from relay import clients, metrics
+from relay.console import sessions as console_sessions
 from relay.errors import (
     FieldError,
+    Forbidden,
     InvalidRequest,
     NotFound,
     RelayError,
@@ -21,7 +23,7 @@ from relay.errors import (
     json_pointer,
     problem,
 )
-from relay.keys import CLIENT, STORE
+from relay.keys import CLIENT, REQUEST_ID, STORE
 from relay.store import database_unavailable
 
 log = structlog.get_logger("relay.http")
@@ -29,6 +31,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROBLEM_JSON = "application/problem+json"
 # Operational endpoints answer without a key (probes and scrapers have none).
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# What a read-only (auditor) key may send.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The API, and the console's JSON summaries: a Bearer key or a console session cookie.
+AUTHENTICATED_PREFIXES = ("/v1", "/console/api")
 # While the database is unavailable clients are told to come back: a pool reconnects within
 # seconds of the server returning, so a short wait beats hammering a recovering server.
 DATABASE_RETRY_AFTER_S = 5
@@ -79,6 +85,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+    request[REQUEST_ID] = request_id[:64]
     started = time.perf_counter()
     status = 500
     try:
@@ -161,15 +168,24 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /v1 request carries `Authorization: Bearer rk_...` of an active client."""
-    if request.path in PUBLIC_PATHS or not request.path.startswith("/v1"):
+    """Every /v1 request carries `Authorization: Bearer rk_...` of an active client (or a
+    console session cookie)."""
+    if request.path in PUBLIC_PATHS or not request.path.startswith(AUTHENTICATED_PREFIXES):
         return await handler(request)
+    # Without a key, the console's browser session stands for the client whose key signed
+    # in: the same Client, so the console sees and does exactly what that key would.
+    console_client = None
+    if "Authorization" not in request.headers:
+        console_client = await console_sessions.client_from_cookie(request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if console_client is None and (scheme.lower() != "bearer" or not key.strip()):
         raise Unauthorized("missing Authorization: Bearer <key>")
-    client = await clients.authenticate(request.app[STORE], key.strip())
+    client = console_client or await clients.authenticate(request.app[STORE], key.strip())
     if client is None:
         raise Unauthorized("unknown or revoked API key")
     request[CLIENT] = client
     structlog.contextvars.bind_contextvars(client=client.name)
+    if not client.can_write and request.method not in READ_METHODS:
+        # One rule for every route, present and future: an auditor reads, never writes.
+        raise Forbidden(f"an {client.role} key may only read (GET); {request.method} refused")
     return await handler(request)

@@ -15,15 +15,19 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
-from relay.http.schemas import Problem
+from relay.http.schemas import Problem, WebhookEvent
 from relay.keys import CATALOG
 from relay.models_catalog import ModelCatalog
+from relay.vocabulary import EVENT_TYPES
 
 H = TypeVar("H", bound=Callable[..., Any])
 _DOC_ATTR = "__relay_openapi__"
+# Methods an auditor key is refused (see relay.http.middlewares.authenticate).
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
 PROBLEM_STATUSES = {
     400: "Malformed request",
     401: "Missing, unknown or revoked API key",
+    403: "Forbidden: the key may not do this (an auditor key reads everything and changes nothing)",
     404: "Not found (or another client's)",
     409: "Conflict",
     413: "Body over 1 MiB",
@@ -46,6 +50,8 @@ class RouteDoc:
     headers: dict[str, str] = field(default_factory=dict)
     auth: bool = True
     content_type: str = "application/json"
+    # More media types the success answer may have (chosen by a query parameter, say).
+    other_content_types: tuple[str, ...] = ()
 
 
 def documented(
@@ -58,6 +64,7 @@ def documented(
     headers: dict[str, str] | None = None,
     auth: bool = True,
     content_type: str = "application/json",
+    other_content_types: tuple[str, ...] = (),
 ) -> Callable[[H], H]:
     """Attach the route's contract to its handler."""
 
@@ -65,7 +72,17 @@ def documented(
         setattr(
             handler,
             _DOC_ATTR,
-            RouteDoc(summary, responses, body, query, errors, headers or {}, auth, content_type),
+            RouteDoc(
+                summary,
+                responses,
+                body,
+                query,
+                errors,
+                headers or {},
+                auth,
+                content_type,
+                other_content_types,
+            ),
         )
         return handler
 
@@ -73,7 +90,8 @@ def documented(
 
 
 def _collect_models(docs: list[RouteDoc]) -> list[type[BaseModel]]:
-    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    # WebhookEvent: the body of every webhook request (see `webhooks`), whatever routes exist.
+    models: dict[str, type[BaseModel]] = {"Problem": Problem, "WebhookEvent": WebhookEvent}
     for doc in docs:
         for model in (doc.body, *doc.responses.values()):
             if model is not None:
@@ -95,6 +113,10 @@ def _task_create_per_model(base: dict[str, Any], catalog: ModelCatalog) -> dict[
             "input": catalog.schema(name),
         }
         variants.append({**base, "title": f"TaskCreate ({name})", "properties": properties})
+    if catalog.unknown_models == "forward":
+        # RELAY_UNKNOWN_MODELS=forward: any other model, its input judged by upstream.
+        other = {**base["properties"], "model": {"not": {"enum": catalog.names}, "type": "string"}}
+        variants.append({**base, "title": "TaskCreate (other models)", "properties": other})
     return {"title": base.get("title", "TaskCreate"), "oneOf": variants}
 
 
@@ -190,11 +212,16 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             if model is not None:
                 response["content"] = {doc.content_type: {"schema": ref(model)}}
             elif doc.content_type != "application/json":
-                response["content"] = {doc.content_type: {"schema": {"type": "string"}}}
+                response["content"] = {
+                    media: {"schema": {"type": "string"}}
+                    for media in (doc.content_type, *doc.other_content_types)
+                }
             op["responses"][str(status)] = response
         error_statuses = set(doc.errors) | {500}
         if doc.auth:
             error_statuses |= {401}
+            if method in WRITE_METHODS:
+                error_statuses |= {403}
         if doc.body is not None:
             error_statuses |= {400, 413, 422}
         if doc.query is not None or params:
@@ -208,15 +235,102 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
     _link_created_resources(paths)
+    webhooks, webhook_schemas = build_webhooks()
+    components.update(webhook_schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "mindvideo-relay", "version": __version__},
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+# The Standard Webhooks headers of every webhook request (contract section 5).
+WEBHOOK_HEADERS = (
+    (
+        "webhook-id",
+        "The event id (`evt_...`): the same on every retry of this event; dedupe on it",
+        {"type": "string", "pattern": "^evt_[A-Za-z0-9]+$"},
+    ),
+    (
+        "webhook-timestamp",
+        "Unix seconds of this attempt; refuse requests too far from your clock",
+        {"type": "string", "pattern": "^[0-9]+$"},
+    ),
+    (
+        "webhook-signature",
+        "Space-separated `v1,<base64 HMAC-SHA256>` over `{webhook-id}.{webhook-timestamp}.{body}`"
+        " keyed with the base64-decoded secret after `whsec_`; two signatures while a secret"
+        " rotation overlaps. Verify with any Standard Webhooks library",
+        {"type": "string", "pattern": "^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$"},
+    ),
+)
+
+
+def _event_schema_name(event_type: str) -> str:
+    """`task.succeeded` -> `TaskSucceededEvent` (component names allow no free-form dots)."""
+    return "".join(part.capitalize() for part in event_type.split(".")) + "Event"
+
+
+def build_webhooks() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI 3.1 `webhooks` object: one POST per event type, and their body schemas.
+
+    A receiver generated from the document sees the signed headers and, per event type, a
+    body whose `type` is that event and whose task `data` is in the status it names.
+    """
+    webhooks: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for event_type in EVENT_TYPES:
+        name = _event_schema_name(event_type)
+        status = event_type.removeprefix("task.")
+        schemas[name] = {
+            "title": name,
+            "description": f"The body of a `{event_type}` webhook: the task as it entered "
+            f"`{status}`; the same JSON `GET /v1/events` lists",
+            "allOf": [{"$ref": "#/components/schemas/WebhookEvent"}],
+            "properties": {
+                "type": {"const": event_type},
+                "data": {"properties": {"status": {"const": status}}},
+            },
+        }
+        webhooks[event_type] = {
+            "post": {
+                "summary": f"A task entered `{status}`",
+                "operationId": f"webhook_{event_type.replace('.', '_')}",
+                "description": "Sent to every matching subscription's URL (and the task's own "
+                "`webhook_url`), signed per Standard Webhooks; at least once, in order per "
+                "task and receiver",
+                "parameters": [
+                    {
+                        "name": header,
+                        "in": "header",
+                        "required": True,
+                        "description": text,
+                        "schema": schema,
+                    }
+                    for header, text, schema in WEBHOOK_HEADERS
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                    },
+                },
+                "responses": {
+                    "2XX": {"description": "Received: the delivery succeeded"},
+                    "410": {"description": "Gone: the subscription is disabled, no retries"},
+                    "default": {
+                        "description": "A failed attempt, retried per "
+                        "RELAY_WEBHOOK_RETRY_SCHEDULE (Retry-After on 429/503 honoured)"
+                    },
+                },
+            }
+        }
+    return webhooks, schemas
 
 
 routes = web.RouteTableDef()

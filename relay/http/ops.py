@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from relay import metrics
 from relay.http.openapi import documented
 from relay.http.schemas import Health, Readiness
-from relay.keys import STORE, UPSTREAM
+from relay.keys import SETTINGS, STORE, UPSTREAM
 from relay.store import NOT_MIGRATED, SchemaBehind, check_schema, database_problem
 
 routes = web.RouteTableDef()
@@ -25,12 +25,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 @documented(
-    "Readiness: database, schema version, upstream auth",
+    "Readiness: database, schema version (and upstream auth for pods without the api role)",
     {200: Readiness, 503: Readiness},
     auth=False,
 )
 async def readyz(request: web.Request) -> web.Response:
-    """200 when the database answers, the schema is current and upstream accepts our key."""
+    """200 when the database answers and the schema is current (and, without the api role,
+    upstream accepts our key).
+
+    A refused upstream key is reported in `checks` by every role, but only a pod without the
+    api role turns unready on it: taking the API out of the Service would stop reads and
+    the event feed too, which work without upstream. For the api role it is an alert
+    (relay_upstream_auth_failing, the `upstream_auth_refused` log line), not unreadiness.
+    """
     checks: dict[str, str] = {}
     # The same words the CLI prints, so an operator reading either knows what to fix.
     try:
@@ -52,7 +59,10 @@ async def readyz(request: web.Request) -> web.Response:
         if upstream is not None and upstream.auth_failing
         else "ok"
     )
-    ready = all(value == "ok" for value in checks.values())
+    gating = dict(checks)
+    if "api" in request.app[SETTINGS].roles:
+        gating.pop("upstream_auth")
+    ready = all(value == "ok" for value in gating.values())
     return web.json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status=200 if ready else 503,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from relay.vocabulary import DeliveryStatus, EventType, HistorySource, TaskStatus
 
@@ -49,6 +50,7 @@ class Task(BaseModel):
     created_at: str
     updated_at: str
     completed_at: str | None
+    client: str = Field(description="name of the client that submitted the task")
 
 
 class TaskPage(BaseModel):
@@ -141,8 +143,8 @@ class Delivery(BaseModel):
 
     id: str
     event_id: str
-    event_type: str
-    task_id: str
+    event_type: str = Field(description="a task event type, or webhook.test for a test event")
+    task_id: str | None = Field(description="null for a subscription's test event")
     subscription_id: str | None
     url: str
     status: DeliveryStatus
@@ -161,6 +163,59 @@ class DeliveryPage(BaseModel):
 
     data: list[Delivery]
     next_cursor: str | None
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    # The API speaks UTC: a timestamp without a zone is UTC, never the server's local time.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class SubscriptionRecover(_Strict):
+    """`POST /v1/subscriptions/{id}/recover` body."""
+
+    since: datetime = Field(
+        description="queue again what the subscription missed from this time on (UTC)"
+    )
+
+    since_in_utc = field_validator("since")(_in_utc)
+
+
+class DeliveryRetryFilter(_Strict):
+    """`POST /v1/deliveries/retry` body: which failed or dead deliveries to send again."""
+
+    subscription_id: str | None = Field(None, max_length=100)
+    status: Literal["failed", "dead"] | None = Field(
+        None, description="only deliveries in this status (default: failed and dead)"
+    )
+    since: datetime | None = Field(None, description="only deliveries created from then on")
+    task_id: str | None = Field(None, max_length=100)
+
+    since_in_utc = field_validator("since")(_in_utc)
+
+
+class BulkQueued(BaseModel):
+    """How many deliveries a recover or bulk retry queued (at most 10,000 per call)."""
+
+    queued: int
+    more: bool = Field(description="more deliveries match: call again to queue them")
+
+
+class SubscriptionTestData(BaseModel):
+    """`data` of a `webhook.test` event."""
+
+    subscription_id: str
+    message: str
+
+
+class SubscriptionTestEvent(BaseModel):
+    """The body of `webhook.test`, sent by `POST /v1/subscriptions/{id}/test`."""
+
+    id: str
+    type: Literal["webhook.test"]
+    timestamp: str
+    data: SubscriptionTestData
 
 
 class WebhookEvent(BaseModel):
@@ -207,3 +262,69 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
+
+
+class SigningSecret(BaseModel):
+    """A client's new signing secret for per-task `webhook_url` (shown once)."""
+
+    secret: str
+    previous_secret_expires_at: str = Field(
+        description="until then webhooks also carry a signature by the previous secret"
+    )
+
+
+# Audit: the action log and usage (export answers JSON lines or CSV, described in prose).
+
+
+class Action(BaseModel):
+    """One entry of the action log: who did what to which resource, and when."""
+
+    id: str
+    at: str
+    actor: str = Field(description='the client\'s name, or "cli:<user>" for the command line')
+    actor_key_prefix: str | None = Field(description="first characters of the API key used")
+    action: str = Field(description="e.g. task.created, task.cancel_requested, delivery.retried")
+    resource_type: str
+    resource_id: str | None
+    request_id: str | None = Field(description="the X-Request-Id of the request that did it")
+    details: dict[str, Any]
+
+
+class ActionPage(BaseModel):
+    """A page of the action log, newest first."""
+
+    data: list[Action]
+    next_cursor: str | None
+
+
+class StatusCounts(BaseModel):
+    """Tasks per status."""
+
+    queued: int
+    processing: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class UsageTotals(BaseModel):
+    """Task counts and summed costs (a cost not reported yet counts as 0)."""
+
+    tasks: int
+    by_status: StatusCounts
+    cost_estimate: float
+    cost_actual: float
+
+
+class UsageGroup(UsageTotals):
+    """Usage of one day (YYYY-MM-DD, UTC), model or client."""
+
+    key: str
+
+
+class UsageReport(BaseModel):
+    """`GET /v1/usage`: one entry per group, ordered by key, and the total."""
+
+    group_by: Literal["day", "model", "client"]
+    data: list[UsageGroup]
+    total: UsageTotals

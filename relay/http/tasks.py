@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from relay import tracing
 from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage
-from relay.keys import CLIENT, TASKS
+from relay.keys import CLIENT, REQUEST_ID, TASKS
 from relay.payloads import history_json, task_json
 from relay.tasks import NewTask
 from relay.vocabulary import TaskStatus
@@ -29,8 +30,24 @@ class TaskListQuery(BaseModel):
     status: TaskStatus | None = None
     model: str | None = None
     created_after: datetime | None = None
+    created_before: datetime | None = None
+    client: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="only this client's tasks (for admin and auditor keys; a client key "
+        "sees only its own tasks either way)",
+    )
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=100)
+
+    @field_validator("created_before")
+    @classmethod
+    def _before_in_utc(cls, value: datetime | None) -> datetime | None:
+        # "before 12:00:00.123Z" already excludes every task of that millisecond.
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
     @field_validator("created_after")
     @classmethod
@@ -54,7 +71,9 @@ class TaskListQuery(BaseModel):
     errors=(409,),
     headers={
         "Idempotency-Key": "Replays return the original task (200, header "
-        "`Idempotent-Replayed: true`) for 24 h or more; 1 to 255 UTF-8 characters"
+        "`Idempotent-Replayed: true`) for 24 h or more; 1 to 255 UTF-8 characters",
+        "traceparent": "W3C Trace Context; sent with every webhook of the task so the "
+        "receiver's trace links to the submission (an invalid value is ignored)",
     },
 )
 async def create_task(request: web.Request) -> web.Response:
@@ -68,7 +87,15 @@ async def create_task(request: web.Request) -> web.Response:
         webhook_events=list(body.webhook_events) if body.webhook_events else None,
         metadata=body.metadata,
     )
-    row, created = await request.app[TASKS].create_task(request[CLIENT], new_task, key)
+    # Carried to the task's webhooks (README "Tracing"); an invalid header is ignored.
+    traceparent = tracing.submission_traceparent(request.headers.get(tracing.TRACEPARENT_HEADER))
+    row, created = await request.app[TASKS].create_task(
+        request[CLIENT],
+        new_task,
+        key,
+        request_id=request.get(REQUEST_ID),
+        traceparent=traceparent,
+    )
     response = json_response(task_json(row), status=202 if created else 200)
     response.headers["Location"] = f"/v1/tasks/{row['id']}"
     if not created:
@@ -111,6 +138,8 @@ async def list_tasks(request: web.Request) -> web.Response:
         status=query.status,
         model=query.model,
         created_after=query.created_after,
+        created_before=query.created_before,
+        client_name=query.client,
         cursor=query.cursor,
         limit=query.limit,
     )
@@ -137,5 +166,7 @@ async def task_events(request: web.Request) -> web.Response:
 @documented("Ask upstream to cancel a task", {202: Task}, errors=(404, 409, 502, 503))
 async def cancel_task(request: web.Request) -> web.Response:
     """Forward a cancellation upstream; 202 with the task as it stands."""
-    row = await request.app[TASKS].cancel_task(request[CLIENT], request.match_info["task_id"])
+    row = await request.app[TASKS].cancel_task(
+        request[CLIENT], request.match_info["task_id"], request_id=request.get(REQUEST_ID)
+    )
     return json_response(task_json(row), status=202)

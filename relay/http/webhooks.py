@@ -13,19 +13,22 @@ from relay.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
+    BulkQueued,
     Delivery,
     DeliveryPage,
+    DeliveryRetryFilter,
     EventPage,
     Subscription,
     SubscriptionCreate,
     SubscriptionPage,
+    SubscriptionRecover,
     SubscriptionUpdate,
 )
-from relay.keys import CATALOG, CLIENT, WEBHOOKS
+from relay.keys import CATALOG, CLIENT, REQUEST_ID, WEBHOOKS
 from relay.payloads import delivery_json, subscription_json
 from relay.tasks import repeated_entries
 from relay.vocabulary import EVENT_TYPES, DeliveryStatus
-from relay.webhooks import NewSubscription
+from relay.webhooks import DeliveryFilter, NewSubscription
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
@@ -100,7 +103,7 @@ def _subscription_errors(request: web.Request) -> Callable[[Mapping[str, Any]], 
             errors += [
                 FieldError(f"/models/{index}", f"unknown model {model!r}; known models: {known}")
                 for index, model in enumerate(models)
-                if isinstance(model, str) and model not in catalog
+                if isinstance(model, str) and not catalog.accepts(model)
             ]
             errors += repeated_entries(models, "/models")
         return errors
@@ -142,7 +145,9 @@ async def create_subscription(request: web.Request) -> web.Response:
         models=body.models,
         description=body.description,
     )
-    row, secret = await request.app[WEBHOOKS].create_subscription(request[CLIENT], new)
+    row, secret = await request.app[WEBHOOKS].create_subscription(
+        request[CLIENT], new, request_id=request.get(REQUEST_ID)
+    )
     response = json_response(subscription_json(row, secret=secret), status=201)
     response.headers["Location"] = f"/v1/subscriptions/{row['id']}"
     return response
@@ -185,7 +190,10 @@ async def update_subscription(request: web.Request) -> web.Response:
     if body.url is not None:
         changes["url"] = str(body.url)
     row = await request.app[WEBHOOKS].update_subscription(
-        request[CLIENT], request.match_info["subscription_id"], changes
+        request[CLIENT],
+        request.match_info["subscription_id"],
+        changes,
+        request_id=request.get(REQUEST_ID),
     )
     return json_response(subscription_json(row))
 
@@ -195,7 +203,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 async def delete_subscription(request: web.Request) -> web.Response:
     """Delete a subscription: 204."""
     await request.app[WEBHOOKS].delete_subscription(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return web.Response(status=204)
 
@@ -205,12 +213,72 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def rotate_subscription_secret(request: web.Request) -> web.Response:
     """A new secret; for the overlap window deliveries carry both signatures."""
     row, secret = await request.app[WEBHOOKS].rotate_secret(
-        request[CLIENT], request.match_info["subscription_id"]
+        request[CLIENT], request.match_info["subscription_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(subscription_json(row, secret=secret))
 
 
+@routes.post("/v1/subscriptions/{subscription_id}/recover")
+@documented(
+    "Queue again every event since a time that the subscription missed "
+    "(failed, dead or never queued); at most 10,000 per call",
+    {202: BulkQueued},
+    body=SubscriptionRecover,
+    errors=(404,),
+)
+async def recover_subscription(request: web.Request) -> web.Response:
+    """Svix's recover: 202 with how many deliveries were queued and whether more remain."""
+    body = await read_body(request, SubscriptionRecover)
+    result = await request.app[WEBHOOKS].recover(
+        request[CLIENT],
+        request.match_info["subscription_id"],
+        body.since,
+        request_id=request.get(REQUEST_ID),
+    )
+    return json_response({"queued": result.queued, "more": result.more}, status=202)
+
+
+@routes.post("/v1/subscriptions/{subscription_id}/test")
+@documented(
+    "Send a signed webhook.test event to this subscription only (not a task event; not in "
+    "the event feed); answers with its delivery",
+    {202: Delivery},
+    errors=(404, 409),
+)
+async def send_test_event(request: web.Request) -> web.Response:
+    """Queue a `webhook.test` event for the subscription: 202 with its delivery."""
+    row = await request.app[WEBHOOKS].send_test_event(
+        request[CLIENT], request.match_info["subscription_id"]
+    )
+    response = json_response(delivery_json(row), status=202)
+    response.headers["Location"] = f"/v1/deliveries/{row['id']}"
+    return response
+
+
 # Deliveries
+
+
+@routes.post("/v1/deliveries/retry")
+@documented(
+    "Send failed or dead deliveries matching a filter again (same webhook-ids); at most "
+    "10,000 per call",
+    {202: BulkQueued},
+    body=DeliveryRetryFilter,
+)
+async def retry_deliveries(request: web.Request) -> web.Response:
+    """Bulk redelivery: 202 with how many were queued and whether more match."""
+    body = await read_body(request, DeliveryRetryFilter)
+    result = await request.app[WEBHOOKS].retry_deliveries(
+        request[CLIENT],
+        DeliveryFilter(
+            subscription_id=body.subscription_id,
+            status=body.status,
+            since=body.since,
+            task_id=body.task_id,
+        ),
+        request_id=request.get(REQUEST_ID),
+    )
+    return json_response({"queued": result.queued, "more": result.more}, status=202)
 
 
 @routes.get("/v1/deliveries")
@@ -248,7 +316,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a failed or dead delivery again (same webhook-id): 202 with the delivery."""
     row = await request.app[WEBHOOKS].retry_delivery(
-        request[CLIENT], request.match_info["delivery_id"]
+        request[CLIENT], request.match_info["delivery_id"], request_id=request.get(REQUEST_ID)
     )
     return json_response(delivery_json(row), status=202)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import math
 import time
 from typing import Any, Protocol
 
@@ -63,8 +64,19 @@ class UpstreamMalformed(UpstreamError):
 
 
 def number_field(value: Any, default: float | None = None) -> float | None:
-    """A numeric field of an upstream answer as a float; `default` when absent or not a number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """A numeric field of an upstream answer as a float; `default` when absent or not a number.
+
+    A number sent as a string (`"0.0756"`) is read too: upstream's JSON encoder may quote
+    decimals, and the amount is what matters. Non-finite values are not amounts.
+    """
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return default
+    if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return default
 
@@ -107,8 +119,7 @@ class UpstreamClient:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         # Every request spends a token of the deployment-wide budget: callers that took one
-        # already pass paid=True; the others wait here, urgently (submissions and polls have
-        # taken theirs before they got this far).
+        # already pass paid=True (submissions and polls); the others wait for one here.
         self._budget = budget
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(10.0, timeout_s))
         self._paused_until = 0.0
@@ -152,11 +163,11 @@ class UpstreamClient:
         return body
 
     async def get_events(
-        self, upstream_task_id: str, *, paid: bool = False
+        self, upstream_task_id: str, *, paid: bool = False, urgent: bool = True
     ) -> list[dict[str, Any]]:
         """GET /api/v1/tasks/{id}/events, in any of the shapes the contract allows."""
         path = f"/api/v1/tasks/{upstream_task_id}/events"
-        body = await self._request("events", "GET", path, paid=paid)
+        body = await self._request("events", "GET", path, paid=paid, urgent=urgent)
         events = body
         if isinstance(body, dict):
             events = body.get("events", body.get("data"))
@@ -178,12 +189,13 @@ class UpstreamClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
         paid: bool = False,
+        urgent: bool = True,
     ) -> Any:
         wait = self._paused_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         if not paid:
-            await self._budget.wait(1, urgent=True)
+            await self._budget.wait(1, urgent=urgent)
         started = time.perf_counter()
         code = "error"
         try:

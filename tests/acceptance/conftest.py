@@ -68,6 +68,8 @@ def relay_env(database_url: str, simulator: TestServer) -> dict[str, str]:
         RELAY_POLL_INTERVAL_MIN_S="0.1",
         RELAY_POLL_INTERVAL_MAX_S="0.5",
         RELAY_WEBHOOK_RETRY_SCHEDULE="1s,1s",
+        # receivers listen on loopback, which the default deny list refuses
+        RELAY_WEBHOOK_DENY_CIDRS="169.254.0.0/16,fe80::/10",
         RELAY_LOG_LEVEL="debug",
         RELAY_LOG_FORMAT="json",
     )

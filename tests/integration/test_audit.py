@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from relay.janitor import Janitor
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.retention import MONTHS_AHEAD, add_months
 from relay.store import Store
-from tests.helpers import history, relay_env, run_relay, submit_task
+from tests.helpers import auth, history, relay_env, run_relay, submit_task
 from tests.integration.webhooks.helpers import advance
 
 # An upstream event that exercises the canonical form: unicode, nesting, floats that jsonb
@@ -98,6 +99,32 @@ async def test_history_entries_form_a_chain_an_auditor_recomputes_from_the_api(
     code, out = await verify(database_url)
     assert code == 0, out
     assert "verified 4 entries of 1 tasks" in out
+
+
+async def test_a_cancel_request_note_is_chained_between_status_changes(
+    relay_app: TestClient, new_client: Any, store: Store, database_url: str
+) -> None:
+    # The note is written outside record_task_outcomes (the action log's cancel entry), yet
+    # chains like every entry, and the next status change chains onto it.
+    client = await new_client()
+    task = await submit_task(relay_app, client)
+    resp = await relay_app.post(f"/v1/tasks/{task['id']}/cancel", headers=auth(client))
+    assert resp.status == 202, await resp.text()
+    await advance(store, task["id"], "processing")
+    entries = await history(relay_app, client, task["id"])
+    assert [(e["seq"], e["type"]) for e in entries] == [
+        (1, "task.queued"),
+        (2, "task.cancel_requested"),
+        (3, "task.processing"),
+    ]
+    assert entries[0]["prev_hash"] == GENESIS
+    for previous, entry in pairwise(entries):
+        assert entry["prev_hash"] == previous["hash"]
+    for entry in entries:
+        assert entry["hash"] == recompute(entry, task["id"])
+    code, out = await verify(database_url)
+    assert code == 0, out
+    assert "verified 3 entries of 1 tasks" in out
 
 
 async def entry_id(store: Store, task_id: str, seq: int) -> str:

@@ -43,7 +43,11 @@ async def test_keys_create_prints_a_working_key_and_a_signing_secret(
 
 async def test_database_stores_no_clear_key(database_url: str, store: Store) -> None:
     key, _ = await create_key(database_url, "a")
-    rows = await store.pool.fetch("SELECT c::text AS row, key_hash FROM clients c")
+    # Keys live in client_keys (several per client); neither table holds the clear key.
+    rows = await store.pool.fetch(
+        "SELECT c::text || k::text AS row, k.key_hash FROM clients c"
+        " JOIN client_keys k ON k.client_id = c.id"
+    )
     assert len(rows) == 1
     assert key not in rows[0]["row"]
     assert key.removeprefix("rk_") not in rows[0]["row"]

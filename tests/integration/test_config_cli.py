@@ -5,6 +5,8 @@ These run `relay` as a subprocess; the Settings rules themselves are in tests/un
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import relay_env, run_relay
@@ -50,3 +52,38 @@ async def test_unknown_command_is_usage_error_exit_2() -> None:
     run = await run_relay("frobnicate", env=relay_env(), timeout=30)
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+async def test_misspelt_variable_stops_serve_with_exit_2_naming_the_closest_setting() -> None:
+    run = await run_relay("serve", env=relay_env(RELAY_WEBHOOK_TIMEOUT="5s"), timeout=30)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "RELAY_WEBHOOK_TIMEOUT:" in lines[0]
+    assert "did you mean RELAY_WEBHOOK_TIMEOUT_S?" in lines[0]
+    assert run.stdout == ""
+
+
+async def test_secret_given_as_value_and_as_file_stops_with_exit_2_naming_both(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "api-key"
+    secret.write_text("sk-from-file\n")
+    env = relay_env(RELAY_UPSTREAM_API_KEY="sk-inline", RELAY_UPSTREAM_API_KEY_FILE=str(secret))
+    run = await run_relay("serve", env=env, timeout=30)
+    assert run.returncode == 2
+    assert "RELAY_UPSTREAM_API_KEY, RELAY_UPSTREAM_API_KEY_FILE" in run.stderr
+    assert "sk-" not in run.stderr  # neither secret is echoed
+
+
+async def test_database_url_from_a_file_is_used_by_the_cli(tmp_path: Path) -> None:
+    # A database URL read from the file reaches the connection attempt: the one-line
+    # error names RELAY_DATABASE_URL with the file's host, password masked.
+    url_file = tmp_path / "db-url"
+    url_file.write_text("postgresql://relay:hunter2@127.0.0.1:1/relay\n")
+    run = await run_relay(
+        "migrate", env=relay_env(RELAY_DATABASE_URL_FILE=str(url_file)), timeout=30
+    )
+    assert run.returncode == 2
+    assert "RELAY_DATABASE_URL (postgresql://relay:***@127.0.0.1:1/relay)" in run.stderr
+    assert "hunter2" not in run.stderr

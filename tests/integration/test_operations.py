@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from typing import Any
+
 from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from relay.http.openapi import build_openapi
 from relay.keys import RUNTIME
+from relay.signing import webhook_headers
 from relay.store import latest_migration_version
-from tests.helpers import SAMPLE_INPUT, auth, drop_database, wait_for
+from relay.vocabulary import EVENT_TYPES
+from tests.helpers import SAMPLE_INPUT, auth, drop_database, get_json, submit_task, wait_for
 
 CONTRACT_SERIES = (
     "relay_tasks_in_flight",
@@ -103,3 +113,39 @@ async def test_openapi_documents_every_route_with_problem_answers(relay_app: Tes
     create = doc["paths"]["/v1/tasks"]["post"]
     assert {"200", "202", "400", "409", "413", "422"} <= create["responses"].keys()
     assert build_openapi(relay_app.server.app) == doc
+
+
+def _webhook_body_validator(doc: dict[str, Any], event_type: str) -> Draft202012Validator:
+    """A validator for the body the document gives `event_type`, refs resolved in `doc`."""
+    registry = Registry().with_resource("urn:relay-openapi", DRAFT202012.create_resource(doc))
+    pointer = f"/webhooks/{event_type}/post/requestBody/content/application~1json/schema"
+    return Draft202012Validator({"$ref": f"urn:relay-openapi#{pointer}"}, registry=registry)
+
+
+async def test_openapi_webhooks_describe_each_event_with_headers_and_payload(
+    relay_app: TestClient, new_client
+) -> None:
+    doc = await (await relay_app.get("/openapi.json")).json()
+    assert sorted(doc["webhooks"]) == sorted(EVENT_TYPES)
+    for event_type, item in doc["webhooks"].items():
+        op = item["post"]
+        headers = {p["name"]: p for p in op["parameters"] if p["in"] == "header"}
+        assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert all(p["required"] for p in headers.values())
+        assert "2XX" in op["responses"], event_type
+
+    # A real event body (the feed lists them exactly as webhooks carry them) fits the schema
+    # of its own type and no other; real signature headers fit the header schemas.
+    client = await new_client()
+    await submit_task(relay_app, client)
+    [event] = (await get_json(relay_app, client, "/v1/events"))["data"]
+    assert event["type"] == "task.queued"
+    assert list(_webhook_body_validator(doc, "task.queued").iter_errors(event)) == []
+    assert not _webhook_body_validator(doc, "task.succeeded").is_valid(event)
+    assert not _webhook_body_validator(doc, "task.queued").is_valid({**event, "data": {}})
+
+    secrets = ["whsec_" + base64.b64encode(b"s" * 24).decode(), "whsec_" + "A" * 32]
+    sent = webhook_headers(secrets, event["id"], 1763899200, json.dumps(event).encode())
+    params = doc["webhooks"]["task.queued"]["post"]["parameters"]
+    for param in params:
+        assert re.fullmatch(param["schema"]["pattern"], sent[param["name"]]), param["name"]

@@ -11,9 +11,10 @@ import pytest
 
 from relay.keys import BUDGET, DURATIONS, RUNTIME, UPSTREAM
 from relay.outcomes import record_task_outcomes
-from relay.poller import Poller, PollerSettings, diff_task
+from relay.poller import Poller, PollerSettings
 from relay.store import Store
 from relay.upstream.simulator import SimulatorConfig, SimulatorState
+from relay.upstream_diff import diff_task
 from tests.helpers import SIM_KEY, auth, history, submit, wait_for
 
 
@@ -228,7 +229,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
 
 
 def _empty_result():
-    from relay.poller import PollResult
+    from relay.upstream_diff import PollResult
 
     return PollResult(None, None)
 
@@ -293,7 +294,7 @@ async def test_malformed_upstream_bodies_are_retried_without_crashing(
     await poll_until_status(poller, store, task["id"], "succeeded")
 
 
-async def test_upstream_auth_failure_fails_no_task_and_turns_readiness_false(
+async def test_upstream_auth_failure_fails_no_task_and_is_an_alert_for_the_api_role(
     relay_app, new_client, sim, store, poller
 ):
     client = await new_client()
@@ -303,9 +304,31 @@ async def test_upstream_auth_failure_fails_no_task_and_turns_readiness_false(
         await make_due(store)
         await poller.run_once()
     assert (await store.fetchrow("get_task", id=task["id"], scope=None))["status"] == "queued"
+    # The API stays in the Service (reads and the event feed need no upstream) and says why.
     ready = await relay_app.get("/readyz")
-    assert ready.status == 503
+    assert ready.status == 200
     assert (await ready.json())["checks"]["upstream_auth"].startswith("failing")
+    assert "relay_upstream_auth_failing 1.0" in await (await relay_app.get("/metrics")).text()
+    read = await relay_app.get(f"/v1/tasks/{task['id']}", headers=auth(client))
+    assert read.status == 200
+
+
+async def test_upstream_auth_failure_turns_a_poller_only_pod_unready(
+    relay_app, new_client, sim, store, start_relay
+):
+    client = await new_client()
+    await submit(relay_app, auth(client))
+    sim.fail_next("any", 1000, 401)
+    poller_pod = await start_relay(roles="poller")
+
+    async def unready() -> dict[str, Any] | None:
+        await make_due(store)  # its own poller loop polls the task and hears 401s
+        ready = await poller_pod.get("/readyz")
+        return await ready.json() if ready.status == 503 else None
+
+    body = await wait_for(unready, timeout=15)
+    assert body["checks"]["upstream_auth"].startswith("failing")
+    assert body["checks"]["database"] == "ok"
 
 
 async def test_history_refuses_update_and_delete(relay_app, new_client, store):

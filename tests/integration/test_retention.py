@@ -23,8 +23,9 @@ async def task_created_in(store: Store, client_id: int, month: date, status: str
     task_id = f"tsk_old{month:%Y%m}{status}"
     created = datetime(month.year, month.month, 10, tzinfo=UTC)
     await store.pool.execute(
-        "INSERT INTO tasks (id, client_id, model, input, status, upstream_task_id, created_at)"
-        " VALUES ($1, $2, 'kling-video-o1', '{}', 'queued', $3, $4)",
+        "INSERT INTO tasks (id, client_id, client_name, model, input, status, upstream_task_id,"
+        " created_at) VALUES ($1, $2, (SELECT name FROM clients WHERE id = $2), 'kling-video-o1',"
+        " '{}', 'queued', $3, $4)",
         task_id,
         client_id,
         f"task_{task_id}",
@@ -101,12 +102,14 @@ async def test_the_migration_partitions_a_database_with_data_without_losing_a_ro
     try:
         await conn.execute(
             """
-            INSERT INTO clients (name, key_hash, key_prefix, signing_secret)
-                VALUES ('a', '\\x01', 'rk_', 'whsec_x');
+            INSERT INTO clients (name, signing_secret) VALUES ('a', 'whsec_x');
+            INSERT INTO client_keys (client_id, key_hash, key_prefix)
+                VALUES (1, '\\x01', 'rk_');
             INSERT INTO subscriptions (id, client_id, url, secret)
                 VALUES ('sub_1', 1, 'http://x', 'whsec_y');
-            INSERT INTO tasks (id, client_id, model, input, status, event_seq, created_at)
-            SELECT 'tsk_' || n, 1, 'kling-video-o1', '{}', 'succeeded', 3,
+            INSERT INTO tasks (id, client_id, client_name, model, input, status, event_seq,
+                               created_at)
+            SELECT 'tsk_' || n, 1, 'a', 'kling-video-o1', '{}', 'succeeded', 3,
                    now() - make_interval(days => n * 20)
             FROM generate_series(1, 12) n;
             INSERT INTO task_events (id, task_id, seq, type, source, to_status, dedupe_key,

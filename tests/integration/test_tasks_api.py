@@ -21,7 +21,7 @@ MODEL = "kling-video-o1"
 TASK_KEYS = {
     "id", "model", "status", "upstream_task_id", "upstream_request_id", "cost_estimate",
     "cost_actual", "output", "error", "metadata", "webhook_url", "webhook_events",
-    "created_at", "updated_at", "completed_at",
+    "created_at", "updated_at", "completed_at", "client",
 }  # fmt: skip
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ONE_MIB = 1024 * 1024
@@ -363,6 +363,31 @@ async def test_list_created_after_a_tasks_own_timestamp_excludes_that_task(
     assert second["id"] in ids
 
 
+async def test_list_created_before_a_tasks_own_timestamp_excludes_that_task(
+    relay_app: TestClient, new_client: NewClient
+) -> None:
+    client = await new_client()
+    first = await create(relay_app, client)
+    second = await create(relay_app, client)
+    while second["created_at"] == first["created_at"]:  # same millisecond: one more
+        second = await create(relay_app, client)
+    page = await list_tasks(relay_app, client, created_before=second["created_at"])
+    assert [t["id"] for t in page["data"]] == [first["id"]]
+    both = await list_tasks(
+        relay_app, client, created_after=first["created_at"], created_before=second["created_at"]
+    )
+    assert both["data"] == []
+
+
+async def test_the_task_object_names_its_client(
+    relay_app: TestClient, new_client: NewClient
+) -> None:
+    client = await new_client("svc-video")
+    task = await create(relay_app, client)
+    assert task["client"] == "svc-video"
+    assert (await list_tasks(relay_app, client))["data"][0]["client"] == "svc-video"
+
+
 async def test_list_created_after_without_offset_means_utc(
     relay_app: TestClient, new_client: NewClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,6 +413,7 @@ async def test_list_created_after_without_offset_means_utc(
         ({"limit": "ten"}, "/query/limit"),
         ({"status": "done"}, "/query/status"),
         ({"created_after": "yesterday"}, "/query/created_after"),
+        ({"created_before": "tomorrow"}, "/query/created_before"),
         ({"sort": "asc"}, "/query/sort"),
     ],
 )

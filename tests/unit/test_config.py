@@ -56,9 +56,10 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.webhook_retry_schedule == (
         5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800,
     )  # fmt: skip
-    assert settings.webhook_deny_cidrs == (
-        ipaddress.ip_network("169.254.0.0/16"),
-        ipaddress.ip_network("fe80::/10"),
+    # Loopback, unspecified and link-local (IPv4 and IPv6); private ranges stay allowed.
+    assert settings.webhook_deny_cidrs == tuple(
+        ipaddress.ip_network(n)
+        for n in ("127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10")
     )
     assert (settings.log_format, settings.log_level) == ("json", "info")
     assert settings.shutdown_grace_s == 20
@@ -71,3 +72,10 @@ def test_roles_keep_the_canonical_order_whatever_the_input_order() -> None:
 def test_poll_interval_bounds_out_of_order_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="RELAY_POLL_INTERVAL_MAX_S"):
         load_settings(poll_interval_min_s="10s", poll_interval_max_s="5s")
+
+
+def test_upstream_give_up_settings_default_and_accept_durations() -> None:
+    defaults = Settings(database_url=None)
+    assert (defaults.upstream_not_found_after_s, defaults.task_timeout_s) == (600.0, 86400.0)
+    custom = Settings(upstream_not_found_after_s="10m", task_timeout_s="2h")
+    assert (custom.upstream_not_found_after_s, custom.task_timeout_s) == (600.0, 7200.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.outcomes import NewHistoryEntry
-from relay.poller import PollResult, diff_task
+from relay.upstream_diff import PollResult, diff_task
 
 
 def task_row(status: str = "queued", **columns: Any) -> dict[str, Any]:

@@ -265,3 +265,24 @@ async def test_runtime_stop_waits_the_grace_then_cancels_and_releases() -> None:
     ]
     assert (stuck.released, prompt.released) == (1, 1)
     assert fatal == []  # a loop stopped by the runtime is not a death
+
+
+async def test_a_database_outage_is_logged_once_not_a_traceback_per_pass() -> None:
+    outage = 5
+
+    async def database_down_then_up(loop: FakeLoop) -> int:
+        if loop.passes <= outage:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return 0
+
+    loop = FakeLoop(database_down_then_up, idle_s=0.001)
+    with structlog.testing.capture_logs() as logs:
+        running = asyncio.create_task(loop.run())
+        await wait_for(passes_reached(loop, outage + 2))
+        loop.stop()
+        await asyncio.wait_for(running, timeout=5)
+    events = [entry["event"] for entry in logs if entry["event"].startswith("loop_")]
+    assert events.count("loop_database_unavailable") == 1
+    assert events.count("loop_database_available") == 1
+    assert "loop_pass_failed" not in events
+    assert not any("exc_info" in entry for entry in logs)

@@ -124,3 +124,37 @@ def test_image_reference_message_says_n_counts_from_1(
     data = {"prompt": prompt} if images is None else {"prompt": prompt, "image_urls": images}
     [error] = catalog.validate_input("kling-video-o1", data)
     assert error.message == message
+
+
+def _write(folder: Path, name: str, schema: object) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.schema.json").write_text(json.dumps(schema))
+
+
+def test_extra_dir_adds_models_and_may_replace_a_shipped_one(tmp_path: Path) -> None:
+    _write(tmp_path, "acme-video", {"type": "object", "required": ["prompt"]})
+    _write(
+        tmp_path, "kling-video-o1", {"type": "object", "properties": {"fps": {"type": "integer"}}}
+    )
+    catalog = ModelCatalog(extra_dir=tmp_path)
+    assert catalog.names == ["acme-video", "kling-video-o1"]
+    assert [e.loc for e in catalog.validate_input("acme-video", {})] == ["/input/prompt"]
+    # The mounted file wins: a schema change upstream needs no new image.
+    assert catalog.validate_input("kling-video-o1", {"fps": 30}) == []
+
+
+def test_a_broken_schema_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "acme-video.schema.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"^acme-video\.schema\.json: cannot be read as JSON"):
+        ModelCatalog(extra_dir=tmp_path)
+    _write(tmp_path, "acme-video", {"type": "no-such-type"})
+    with pytest.raises(ValueError, match=r"^acme-video\.schema\.json: not a valid JSON Schema"):
+        ModelCatalog(extra_dir=tmp_path)
+
+
+def test_accepts_follows_the_unknown_models_policy() -> None:
+    assert ModelCatalog().accepts("kling-video-o1")
+    assert not ModelCatalog().accepts("kling-video-o9")
+    forwarding = ModelCatalog(unknown_models="forward")
+    assert forwarding.accepts("kling-video-o9")
+    assert "kling-video-o9" not in forwarding  # still no schema to check its input with

@@ -80,3 +80,11 @@ def test_a_secret_that_is_not_base64_is_refused() -> None:
         secret_key("whsec_not base64!")
     with pytest.raises(InvalidSecret):
         secret_key("whsec_")
+
+
+def test_a_cached_secret_still_refuses_a_bad_secret_every_time() -> None:
+    from relay.signing import InvalidSecret, secret_key
+
+    for _ in range(2):  # failures are not cached as successes
+        with pytest.raises(InvalidSecret):
+            secret_key("whsec_not base64!")

@@ -76,23 +76,139 @@ resources, api}. One all-roles Deployment, or one per role.
 {{- toJson (dict "items" $list) }}
 {{- end }}
 
-{{/* terminationGracePeriodSeconds: the relay's own grace plus 10 s of margin. */}}
+{{/*
+terminationGracePeriodSeconds: the preStop pause (it counts against the grace period), the
+relay's own grace, and 10 s of margin.
+*/}}
 {{- define "relay.terminationGracePeriodSeconds" -}}
-{{- add (int .Values.config.shutdownGraceS) 10 }}
+{{- add (int .Values.lifecycle.preStopSleepSeconds) (int .Values.config.shutdownGraceS) 10 }}
 {{- end }}
 
-{{/* RELAY_DATABASE_URL and RELAY_UPSTREAM_API_KEY from existing Secrets. */}}
+{{/* The recommended labels of a pod of `component`: labels + component + podLabels. */}}
+{{- define "relay.podLabels" -}}
+{{- $root := .root }}
+{{- include "relay.labels" $root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with $root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret the chart creates from values (development only). */}}
+{{- define "relay.devSecretName" -}}
+{{ include "relay.fullname" . }}-secrets
+{{- end }}
+
+{{/*
+Where each secret comes from: {secret, key}. A value given in values.yaml (development)
+is put in the chart's own Secret; otherwise the existing Secret is required.
+*/}}
+{{- define "relay.secretRefs" -}}
+{{- $db := dict "secret" (include "relay.devSecretName" .) "key" "database-url" }}
+{{- if not .Values.database.url }}
+{{- $db = dict "secret" (required "database.existingSecret is required: the name of an existing Secret holding RELAY_DATABASE_URL (or database.url, for development)" .Values.database.existingSecret) "key" (required "database.secretKey is required: the key of the database URL in database.existingSecret" .Values.database.secretKey) }}
+{{- end }}
+{{- $up := dict "secret" (include "relay.devSecretName" .) "key" "upstream-api-key" }}
+{{- if not .Values.upstream.apiKey }}
+{{- $up = dict "secret" (required "upstream.existingSecret is required: the name of an existing Secret holding RELAY_UPSTREAM_API_KEY (or upstream.apiKey, for development)" .Values.upstream.existingSecret) "key" (required "upstream.secretKey is required: the key of the MindVideo API key in upstream.existingSecret" .Values.upstream.secretKey) }}
+{{- end }}
+{{- toJson (dict "database" $db "upstream" $up) }}
+{{- end }}
+
+{{/* Where the secrets are mounted as files (secretsAsFiles=true). */}}
+{{- define "relay.secretsDir" -}}/etc/relay/secrets{{- end }}
+
+{{/*
+RELAY_DATABASE_URL and RELAY_UPSTREAM_API_KEY: as files (`*_FILE`, the default: the values
+never appear in the pod's environment) or as environment variables from the Secrets.
+*/}}
 {{- define "relay.secretEnv" -}}
+{{- $refs := include "relay.secretRefs" . | fromJson }}
+{{- if .Values.secretsAsFiles }}
+- name: RELAY_DATABASE_URL_FILE
+  value: {{ printf "%s/database-url" (include "relay.secretsDir" .) | quote }}
+- name: RELAY_UPSTREAM_API_KEY_FILE
+  value: {{ printf "%s/upstream-api-key" (include "relay.secretsDir" .) | quote }}
+{{- else }}
 - name: RELAY_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ required "database.existingSecret is required: the name of an existing Secret holding RELAY_DATABASE_URL" .Values.database.existingSecret | quote }}
-      key: {{ required "database.secretKey is required: the key of the database URL in database.existingSecret" .Values.database.secretKey | quote }}
+      name: {{ $refs.database.secret | quote }}
+      key: {{ $refs.database.key | quote }}
 - name: RELAY_UPSTREAM_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ required "upstream.existingSecret is required: the name of an existing Secret holding RELAY_UPSTREAM_API_KEY" .Values.upstream.existingSecret | quote }}
-      key: {{ required "upstream.secretKey is required: the key of the MindVideo API key in upstream.existingSecret" .Values.upstream.secretKey | quote }}
+      name: {{ $refs.upstream.secret | quote }}
+      key: {{ $refs.upstream.key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The model schemas ConfigMap to mount, or nothing: chart-made from models.schemas, or existing. */}}
+{{- define "relay.modelsConfigMap" -}}
+{{- if .Values.models.existingConfigMap }}{{ .Values.models.existingConfigMap }}
+{{- else if .Values.models.schemas }}{{ include "relay.fullname" . }}-models
+{{- end }}
+{{- end }}
+
+{{- define "relay.modelsDir" -}}/etc/relay/models{{- end }}
+
+{{/*
+Volumes of a relay pod: /tmp, the secrets, the model schemas (not for the migration Job:
+a chart-made ConfigMap does not exist yet when the pre-install hook runs) and extraVolumes.
+Call with (dict "root" $ "models" true|false).
+*/}}
+{{- define "relay.volumes" -}}
+{{- $root := .root }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ $root.Values.tmpSizeLimit }}
+{{- if $root.Values.secretsAsFiles }}
+{{- $refs := include "relay.secretRefs" $root | fromJson }}
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ $refs.database.secret | quote }}
+          items:
+            - key: {{ $refs.database.key | quote }}
+              path: database-url
+      - secret:
+          name: {{ $refs.upstream.secret | quote }}
+          items:
+            - key: {{ $refs.upstream.key | quote }}
+              path: upstream-api-key
+{{- end }}
+{{- if .models }}
+{{- with include "relay.modelsConfigMap" $root }}
+- name: models
+  configMap:
+    name: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The mounts matching relay.volumes; same arguments. */}}
+{{- define "relay.volumeMounts" -}}
+{{- $root := .root }}
+- name: tmp
+  mountPath: /tmp
+{{- if $root.Values.secretsAsFiles }}
+- name: secrets
+  mountPath: {{ include "relay.secretsDir" $root }}
+  readOnly: true
+{{- end }}
+{{- if and .models (include "relay.modelsConfigMap" $root) }}
+- name: models
+  mountPath: {{ include "relay.modelsDir" $root }}
+  readOnly: true
+{{- end }}
+{{- with $root.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Non-secret RELAY_* settings, as a map of strings. */}}
@@ -110,6 +226,10 @@ RELAY_WEBHOOK_DENY_CIDRS: {{ $c.webhookDenyCidrs | toString | quote }}
 RELAY_LOG_FORMAT: {{ $c.logFormat | toString | quote }}
 RELAY_LOG_LEVEL: {{ $c.logLevel | toString | quote }}
 RELAY_SHUTDOWN_GRACE_S: {{ $c.shutdownGraceS | toString | quote }}
+RELAY_UNKNOWN_MODELS: {{ .Values.models.unknownModels | toString | quote }}
+{{- if include "relay.modelsConfigMap" . }}
+RELAY_MODEL_SCHEMAS_DIR: {{ include "relay.modelsDir" . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Checks across values that the JSON Schema cannot express. */}}

@@ -154,8 +154,11 @@ async def test_410_gone_disables_the_subscription_until_patched_enabled(
     assert found["enabled"] is False
     assert "410" in found["disabled_reason"]
 
-    await advance(store, task["id"], "processing")  # no delivery for a disabled subscription
-    assert len(await task_deliveries(relay_app, client, task["id"])) == 1
+    # Events while disabled are queued for it and wait (issue 10 item 8: they used to be lost).
+    await advance(store, task["id"], "processing")
+    _, waiting = await task_deliveries(relay_app, client, task["id"])
+    assert waiting["status"] == "pending" and waiting["next_attempt_at"] is None
+    assert await dispatcher.run_once() == 0
 
     resp = await relay_app.patch(
         f"/v1/subscriptions/{subscription['id']}", json={"enabled": True}, headers=auth(client)
@@ -163,8 +166,12 @@ async def test_410_gone_disables_the_subscription_until_patched_enabled(
     assert resp.status == 200
     assert (await resp.json())["enabled"] is True
     await advance(store, task["id"], "succeeded")
-    assert await dispatcher.run_once() == 1
-    assert [r.event_type for r in receiver.requests] == ["task.queued", "task.succeeded"]
+    await deliver_all(dispatcher)
+    assert [r.event_type for r in receiver.requests] == [
+        "task.queued",
+        "task.processing",
+        "task.succeeded",
+    ]
 
 
 async def test_redirect_is_a_failed_attempt_and_is_not_followed(

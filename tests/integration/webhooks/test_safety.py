@@ -96,3 +96,20 @@ async def test_https_certificates_are_verified(
     (delivery,) = await task_deliveries(relay_app, client, task["id"])
     assert delivery["status"] == "failed"
     assert "certificate" in delivery["last_error"].lower()
+
+
+async def test_the_unspecified_address_is_denied_with_loopback(
+    relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    # Dialling 0.0.0.0 reaches the receiver on 127.0.0.1: it must count as loopback.
+    client = await new_client()
+    dispatcher = dispatchers.make(webhook_deny_cidrs=DENY_LOOPBACK, webhook_retry_schedule="1ms")
+    target = receiver.url("/x", host="0.0.0.0")
+    task = await submit_task(relay_app, client, webhook_url=target)
+
+    await deliver_all(dispatcher)
+
+    assert receiver.requests == []
+    (delivery,) = await task_deliveries(relay_app, client, task["id"])
+    assert delivery["status"] == "dead"
+    assert "RELAY_WEBHOOK_DENY_CIDRS" in delivery["last_error"]
