@@ -43,22 +43,38 @@ SELECT 'tsk_' || lpad(i::text, 26, '0'), 1, (SELECT name FROM clients WHERE id =
 FROM generate_series(1, $1::int) AS i,
      LATERAL (SELECT timestamptz '2026-01-01 00:00:00+00' + i * interval '1 millisecond') AS c(t)
 """
-# Each task's history: queued, processing, succeeded, and upstream events in between.
+# Each task's history: queued, processing, succeeded, and upstream events in between; one
+# position ($3) at a time, chained onto the entry before it like the relay chains them
+# (relay_history_hash is what the history migration uses).
 SEED_EVENTS = """
-INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
-                         upstream_event, dedupe_key, created_at)
-SELECT 'evt_' || lpad(i::text, 20, '0') || lpad(s::text, 6, '0'),
-       'tsk_' || lpad(i::text, 26, '0'), s,
-       CASE s WHEN 1 THEN 'task.queued' WHEN 2 THEN 'task.processing'
-              WHEN $2::int THEN 'task.succeeded' ELSE 'upstream.event' END,
-       CASE s WHEN 2 THEN 'queued' WHEN $2::int THEN 'processing' END,
-       CASE s WHEN 1 THEN 'queued' WHEN 2 THEN 'processing' WHEN $2::int THEN 'succeeded' END,
-       'upstream',
-       jsonb_build_object('id', 'ev_' || i || '_' || s, 'status', 'processing',
-                          'progress', s * 10),
-       'event:' || s,
-       timestamptz '2026-01-01 00:00:00+00' + i * interval '1 millisecond' + s * interval '1 s'
-FROM generate_series(1, $1::int) AS i, generate_series(1, $2::int) AS s
+INSERT INTO task_events (id, task_id, task_created_at, seq, type, from_status, to_status,
+                         source, upstream_event, dedupe_key, created_at, prev_hash, hash)
+SELECT e.id, e.task_id, e.task_created_at, e.seq, e.type, e.from_status, e.to_status, e.source,
+       e.upstream_event, e.dedupe_key, e.created_at, e.prev_hash,
+       relay_history_hash(e.task_id, e.id, e.seq, e.type, e.from_status, e.to_status, e.source,
+                          e.upstream_event, e.created_at, e.prev_hash)
+FROM (
+    SELECT 'evt_' || lpad(i::text, 20, '0') || lpad(s::text, 6, '0') AS id,
+           'tsk_' || lpad(i::text, 26, '0') AS task_id,
+           timestamptz '2026-01-01 00:00:00+00' + i * interval '1 millisecond'
+               AS task_created_at,
+           s AS seq,
+           CASE s WHEN 1 THEN 'task.queued' WHEN 2 THEN 'task.processing'
+                  WHEN $2::int THEN 'task.succeeded' ELSE 'upstream.event' END AS type,
+           CASE s WHEN 2 THEN 'queued' WHEN $2::int THEN 'processing' END AS from_status,
+           CASE s WHEN 1 THEN 'queued' WHEN 2 THEN 'processing' WHEN $2::int THEN 'succeeded'
+               END AS to_status,
+           'upstream' AS source,
+           jsonb_build_object('id', 'ev_' || i || '_' || s, 'status', 'processing',
+                              'progress', s * 10) AS upstream_event,
+           'event:' || s AS dedupe_key,
+           timestamptz '2026-01-01 00:00:00+00' + i * interval '1 millisecond'
+               + s * interval '1 s' AS created_at,
+           coalesce(p.hash, relay_history_genesis()) AS prev_hash
+    FROM generate_series(1, $1::int) AS i
+    CROSS JOIN (SELECT $3::int) AS position(s)
+    LEFT JOIN task_events p ON p.task_id = 'tsk_' || lpad(i::text, 26, '0') AND p.seq = s - 1
+) e
 """
 
 
@@ -66,12 +82,10 @@ async def _seed(dsn: str, tasks: int, per_task: int) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "INSERT INTO clients (name, key_hash, key_prefix, signing_secret) "
-            "VALUES ('bench', '\\x00', 'rk_xxxx', 'whsec_x')"
-        )
+        await conn.execute("INSERT INTO clients (name, signing_secret) VALUES ('bench', 'whsec_x')")
         await conn.execute(SEED_TASKS, tasks, per_task)
-        await conn.execute(SEED_EVENTS, tasks, per_task)
+        for position in range(1, per_task + 1):
+            await conn.execute(SEED_EVENTS, tasks, per_task, position)
         await conn.execute("ANALYZE tasks; ANALYZE task_events")
     finally:
         await conn.close()

@@ -68,7 +68,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
     port = free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "relay", "simulate-upstream", "--port", str(port),
-         "--api-key", SIM_KEY, "--task-duration", "36000", "--seed", "1"],
+         "--api-key", SIM_KEY, "--task-duration", str(args.task_duration), "--seed", "1"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -109,15 +109,23 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
         # Their history so far: entered queued, upstream's first event seen. Without it the
         # first poll of every task is a change and the run measures a warm-up, not the
         # steady state.
+        # Chained like the relay chains them (relay_history_hash is what the migration uses).
         await store.pool.execute(
-            "INSERT INTO task_events (id, task_id, seq, type, source, to_status, dedupe_key)"
-            " SELECT 'evt_s' || t.id, t.id, 1, 'task.queued', 'upstream', 'queued',"
-            " 'status:queued' FROM tasks t"
+            "INSERT INTO task_events (id, task_id, task_created_at, seq, type, source,"
+            " to_status, dedupe_key, created_at, prev_hash, hash)"
+            " SELECT 'evt_s' || t.id, t.id, t.created_at, 1, 'task.queued', 'upstream',"
+            " 'queued', 'status:queued', t.created_at, relay_history_genesis(),"
+            " relay_history_hash(t.id, 'evt_s' || t.id, 1, 'task.queued', NULL, 'queued',"
+            " 'upstream', NULL, t.created_at, relay_history_genesis()) FROM tasks t"
         )
         await store.pool.execute(
-            "INSERT INTO task_events (id, task_id, seq, type, source, dedupe_key)"
-            " SELECT 'evt_e' || t.id, t.id, 2, 'upstream.status_changed', 'upstream',"
-            " 'event:uev_' || t.upstream_task_id || '_1' FROM tasks t"
+            "INSERT INTO task_events (id, task_id, task_created_at, seq, type, source,"
+            " dedupe_key, created_at, prev_hash, hash)"
+            " SELECT 'evt_e' || t.id, t.id, t.created_at, 2, 'upstream.status_changed',"
+            " 'upstream', 'event:uev_' || t.upstream_task_id || '_1', t.created_at, e.hash,"
+            " relay_history_hash(t.id, 'evt_e' || t.id, 2, 'upstream.status_changed', NULL,"
+            " NULL, 'upstream', NULL, t.created_at, e.hash)"
+            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.seq = 1"
         )
         await store.pool.execute("UPDATE tasks SET event_seq = 2")
         await store.pool.execute("ANALYZE tasks")
@@ -190,6 +198,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--task-duration",
+        type=float,
+        default=36000,
+        help="seconds each simulated task takes (short: tasks change, history is written)",
+    )
     parser.add_argument("--max-rps", type=float, default=20000)
     parser.add_argument("--min-interval", type=float, default=1)
     parser.add_argument("--max-interval", type=float, default=30)

@@ -21,6 +21,7 @@ from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
 from relay.http.middlewares import authenticate, problems, request_context
+from relay.janitor import Janitor
 from relay.keys import (
     BUDGET,
     CATALOG,
@@ -155,10 +156,15 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
         "dispatcher": Dispatcher(
             app[STORE], app[WEBHOOK_SESSION], DispatcherSettings.from_settings(settings)
         ),
+        "janitor": Janitor(
+            app[STORE],
+            retention_days=settings.retention_days,
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+        ),
     }
     active = set()
     if "poller" in settings.roles:
-        active |= {"resubmitter", "poller"}
+        active |= {"resubmitter", "poller", "janitor"}
     if "dispatcher" in settings.roles:
         active.add("dispatcher")
     runtime = Runtime(loops, active=active, grace_s=settings.shutdown_grace_s)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from relay.audit import Checkpoint
     from relay.store import Store
 
 EXIT_OK = 0
@@ -50,7 +53,7 @@ def _timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            "expected an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z"
+            f"{value!r} is not an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z"
         ) from None
     # Like the API: a time without an offset is UTC.
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
@@ -137,6 +140,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--client", help="only this client's tasks (default: every client's)")
 
+    prune = commands.add_parser(
+        "prune", help="drop history months older than RELAY_RETENTION_DAYS with their tasks", **own
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="show what would be dropped or kept, and why"
+    )
+    audit = commands.add_parser("audit", help="verify the tamper-evident task history", **own)
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_commands.add_parser(
+        "verify", help="recompute every history hash chain; exit 1 naming the first mismatch", **own
+    )
+    verify.add_argument(
+        "--since",
+        type=_timestamp,
+        help="only tasks created at or after this ISO 8601 time (e.g. 2026-11-01)",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        help="a checkpoint to check the chain heads against: its JSON (as the "
+        "audit_checkpoint log line prints it) or a file holding it, optionally followed by "
+        "its heads (`relay audit checkpoint --heads`)",
+    )
+    checkpoint = audit_commands.add_parser(
+        "checkpoint", help="print the checkpoint (digest over every chain head) as of now", **own
+    )
+    checkpoint.add_argument("--at", type=_timestamp, help="as of this ISO 8601 time instead")
+    checkpoint.add_argument(
+        "--heads",
+        action="store_true",
+        help="also print every head (task_id:seq:hash), so verify can name the task at fault",
+    )
+
     demo = commands.add_parser("demo", help="zero-config end-to-end run on this machine", **own)
     demo.add_argument("--tasks", type=int, default=3, help="how many sample tasks to submit")
     demo.add_argument(
@@ -188,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings.database_url))
         if args.command == "export":
             return _export(settings.database_url, args)
+        if args.command == "prune":
+            return asyncio.run(_prune(settings, dry_run=args.dry_run))
+        if args.command == "audit":
+            return _audit_command(settings, args)
         return asyncio.run(_keys(settings, args))
     except Exception as exc:
         from relay.store import database_problem, redact_url
@@ -379,4 +418,81 @@ async def _key_command(store: Store, settings: Settings, args: argparse.Namespac
         print(f"signing secret: {secret}")
         print(f"Store it now: it is not shown again. Until {_when(until)} webhooks carry")
         print("signatures by both the new and the previous secret.")
+    return EXIT_OK
+
+
+async def _prune(settings: Settings, *, dry_run: bool) -> int:
+    from relay import retention
+    from relay.store import Store
+
+    if settings.retention_days is None:
+        print("relay: RELAY_RETENTION_DAYS is not set: history is kept forever", file=sys.stderr)
+        return EXIT_USAGE
+    assert settings.database_url
+    store = await Store.open(settings.database_url, size=2)
+    try:
+        plans = await retention.plan_prune(store, settings.retention_days, datetime.now(UTC))
+        if not plans:
+            print(f"nothing older than {settings.retention_days} days")
+        for plan in plans:
+            if plan.droppable and not dry_run:
+                async with store.transaction() as db:
+                    await retention.drop_month(db, plan)
+                print(f"{plan.month:%Y-%m}: dropped ({plan.tasks} tasks)")
+            else:
+                print(plan.describe())
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`relay audit ...`: the checkpoint argument is read here, then the database work."""
+    from relay.audit import Checkpoint
+
+    checkpoint: Checkpoint | None = None
+    if args.audit_command == "verify" and args.checkpoint is not None:
+        text = args.checkpoint
+        if not text.lstrip().startswith("{"):
+            try:
+                text = Path(text).read_text()
+            except OSError as exc:
+                print(f"relay: --checkpoint: cannot read {text!r}: {exc.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+        try:
+            checkpoint = Checkpoint.parse(text)
+        except ValueError as exc:
+            print(f"relay: --checkpoint: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.since is not None:
+            print("relay: --checkpoint covers every task: drop --since", file=sys.stderr)
+            return EXIT_USAGE
+    return asyncio.run(_audit(settings, args, checkpoint))
+
+
+async def _audit(
+    settings: Settings, args: argparse.Namespace, checkpoint: Checkpoint | None
+) -> int:
+    from relay import audit
+    from relay.store import Store
+
+    assert settings.database_url
+    store = await Store.open(settings.database_url, size=2)
+    try:
+        if args.audit_command == "checkpoint":
+            at = audit.shown_time(args.at or datetime.now(UTC))
+            taken = await audit.take_checkpoint(store, at)
+            print(json.dumps(taken.as_json(), separators=(",", ":")))
+            if args.heads:
+                async for head in audit.checkpoint_heads(store, at):
+                    print(head.line())
+            return EXIT_OK
+        result = await audit.verify(store, since=args.since, checkpoint=checkpoint)
+    finally:
+        await store.close()
+    if result.finding is not None:
+        print(f"relay: audit verify: {result.finding}", file=sys.stderr)
+        return EXIT_FAILURE
+    against = f" and match the checkpoint of {checkpoint.as_json()['at']}" if checkpoint else ""
+    print(f"verified {result.entries} entries of {result.tasks} tasks: every chain holds{against}")
     return EXIT_OK

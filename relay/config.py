@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = 20.0
+    # How long terminal tasks and their history are kept (days); None keeps them forever.
+    retention_days: int | None = Field(None, ge=1)
     # More `<model>.schema.json` files (e.g. a mounted ConfigMap) next to the shipped ones.
     model_schemas_dir: Path | None = None
     # A model without a schema: refused with 422 (reject) or sent upstream unchecked (forward).
@@ -105,6 +107,8 @@ class Settings(BaseSettings):
     # On top of the webhook timeout: covers DNS, reading the bounded response and the
     # completion write, so a live dispatcher never loses its lease mid-attempt.
     dispatch_lease_margin_s: float = 20.0
+    # How often the janitor publishes an audit checkpoint (and checks partitions).
+    audit_checkpoint_interval_s: float = 600.0
     # Upstream answering 404 for a task this long fails it (`upstream_not_found`): long
     # enough to ride out an upstream restart that briefly forgets tasks it still has.
     upstream_not_found_after_s: float = 600.0
@@ -146,6 +150,7 @@ class Settings(BaseSettings):
         "dispatch_idle_poll_s",
         "secret_rotation_overlap_s",
         "dispatch_lease_margin_s",
+        "audit_checkpoint_interval_s",
         mode="before",
     )
     @classmethod

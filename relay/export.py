@@ -56,6 +56,8 @@ CSV_HISTORY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_source", "source"),
     ("event_upstream_event", "upstream_event"),
     ("event_created_at", "created_at"),
+    ("event_prev_hash", "prev_hash"),
+    ("event_hash", "hash"),
 )
 CSV_HEADER: tuple[str, ...] = tuple(c for c, _ in CSV_TASK_COLUMNS + CSV_HISTORY_COLUMNS)
 

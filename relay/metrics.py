@@ -77,3 +77,15 @@ UPSTREAM_BUDGET_TOKENS = Counter(
     "submissions, cancels, events after a change; background: polls), and returned unused.",
     ["priority"],
 )
+AUDIT_CHECKPOINT = Gauge(
+    "relay_audit_checkpoint_info",
+    "The latest audit checkpoint this replica published: value = chain heads covered, "
+    "labels = its time and digest (README: Audit).",
+    ["at", "digest"],
+)
+AUDIT_CHECKPOINT_TIME = Gauge(
+    "relay_audit_checkpoint_timestamp_seconds", "Unix time the latest audit checkpoint covers."
+)
+RETENTION_MONTHS_DROPPED = Counter(
+    "relay_retention_months_dropped_total", "Months of history dropped by retention."
+)

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay import metrics
+from relay.audit import GENESIS, entry_hash, normalise_json, shown_time
 from relay.ids import new_id
-from relay.payloads import task_json, webhook_body
+from relay.payloads import iso, task_json, webhook_body
 from relay.store import OUTBOX_CHANNEL, Db
 from relay.vocabulary import EVENT_TYPES, TERMINAL_STATUSES
 
@@ -79,6 +80,40 @@ class TaskOutcome:
         return cls(**{**base, **changes})
 
 
+class HistoryConflict(Exception):
+    """History for these tasks was written concurrently; this write must be retried."""
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(f"history written concurrently for {', '.join(task_ids)}")
+        self.task_ids = task_ids
+
+
+async def _chain(db: Db, history: list[dict[str, Any]]) -> None:
+    """Give each new entry its prev_hash and hash, chaining onto the task's stored last entry.
+
+    The task rows are locked by the update before this runs, so no other writer can append
+    to these chains until the transaction ends.
+    """
+    firsts: dict[str, dict[str, Any]] = {}
+    for item in history:
+        firsts.setdefault(item["task_id"], item)
+    # Only tasks that already have entries need a look-up (a new task's chain starts here).
+    heads = [
+        {"task_id": task_id, "seq": e["seq"], "task_created_at": e["task_created_at"]}
+        for task_id, e in firsts.items()
+        if e["seq"] > 1
+    ]
+    previous: dict[str, str] = {}
+    if heads:
+        rows = await db.fetch("history_chain_before", heads=heads)
+        previous = {r["task_id"]: r["hash"] for r in rows}
+    for item in history:
+        prev_hash = previous.get(item["task_id"], GENESIS)
+        shown = {**item, "created_at": iso(item["created_at"])}
+        item["prev_hash"] = prev_hash
+        item["hash"] = previous[item["task_id"]] = entry_hash(item["task_id"], shown, prev_hash)
+
+
 def _snapshot(task: dict[str, Any], status: str, final_status: str) -> dict[str, Any]:
     """The task as it was when it entered `status` (earlier steps of one poll lack results)."""
     if status == final_status:
@@ -127,6 +162,9 @@ async def record_task_outcomes(
         ],
     )
     updated = {row["id"]: row for row in rows}
+    # One time for every entry of this write, as the API will show it (milliseconds): the
+    # hash covers it, so it is the relay's, not the database's DEFAULT.
+    recorded_at = shown_time(datetime.now(UTC))
     history: list[dict[str, Any]] = []
     for outcome in outcomes:
         row = updated.get(outcome.task_id)
@@ -138,18 +176,25 @@ async def record_task_outcomes(
                 {
                     "id": new_id("evt"),
                     "task_id": outcome.task_id,
+                    "task_created_at": row["created_at"],
                     "seq": first_seq + offset,
                     "type": entry.type,
                     "from_status": entry.from_status,
                     "to_status": entry.to_status,
                     "source": entry.source,
-                    "upstream_event": entry.upstream_event,
+                    "upstream_event": normalise_json(entry.upstream_event),
                     "dedupe_key": entry.dedupe_key,
+                    "created_at": recorded_at,
                 }
             )
     if not history:
         return rows
+    await _chain(db, history)
     inserted = {r["id"] for r in await db.fetch("insert_history", entries=history)}
+    if len(inserted) < len(history):
+        # A concurrent writer recorded some of these first: a chain with holes would read as
+        # tampering, so nothing of this write is kept; the caller's next pass retries.
+        raise HistoryConflict(sorted({e["task_id"] for e in history if e["id"] not in inserted}))
     now = datetime.now(UTC)
     outbox: list[dict[str, Any]] = []
     for item in history:
@@ -163,6 +208,7 @@ async def record_task_outcomes(
                 {
                     "id": item["id"],
                     "task_id": item["task_id"],
+                    "task_created_at": item["task_created_at"],
                     "client_id": row["client_id"],
                     "type": item["type"],
                     "payload": webhook_body(item["id"], item["type"], now, data),
@@ -180,17 +226,42 @@ async def record_task_outcomes(
 async def record_history_note(db: Db, task_id: str, entry: NewHistoryEntry) -> Mapping[str, Any]:
     """Append an entry that changes no status (a cancel request) to a task's history.
 
-    It takes the next seq under the task's row lock, like `record_task_outcomes`, leaves
-    the poll schedule and lease alone, and sends no webhook (it is no status change).
+    It takes the next seq under the task's row lock, like `record_task_outcomes`, and is
+    timed and chained the same way (so `relay audit verify` holds across it); it leaves the
+    poll schedule and lease alone and sends no webhook (it is no status change).
     Returns the stored entry; its dedupe key must be unique for the task.
     """
+    task = await db.fetchrow("take_history_seq", task_id=task_id)
+    assert task is not None, f"history note for {task_id}, which does not exist"
+    item: dict[str, Any] = {
+        "id": new_id("evt"),
+        "task_id": task_id,
+        "task_created_at": task["created_at"],
+        "seq": task["event_seq"],
+        "type": entry.type,
+        "from_status": entry.from_status,
+        "to_status": entry.to_status,
+        "source": entry.source,
+        "upstream_event": normalise_json(entry.upstream_event),
+        "dedupe_key": entry.dedupe_key,
+        "created_at": shown_time(datetime.now(UTC)),
+    }
+    await _chain(db, [item])
     row = await db.fetchrow(
         "insert_history_note",
-        id=new_id("evt"),
+        id=item["id"],
         task_id=task_id,
-        type=entry.type,
-        source=entry.source,
-        dedupe_key=entry.dedupe_key,
+        task_created_at=item["task_created_at"],
+        seq=item["seq"],
+        type=item["type"],
+        from_status=item["from_status"],
+        to_status=item["to_status"],
+        source=item["source"],
+        upstream_event=item["upstream_event"],
+        dedupe_key=item["dedupe_key"],
+        created_at=item["created_at"],
+        prev_hash=item["prev_hash"],
+        hash=item["hash"],
     )
     assert row is not None, f"history note {entry.dedupe_key!r} of {task_id} recorded twice"
     return row

@@ -51,6 +51,8 @@ def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "source": row["source"],
         "upstream_event": row["upstream_event"],
         "created_at": iso(row["created_at"]),
+        "prev_hash": row["prev_hash"],
+        "hash": row["hash"],
     }
 
 

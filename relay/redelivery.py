@@ -135,6 +135,7 @@ class Redelivery:
                 "insert_test_delivery",
                 event_id=event_id,
                 event_seq=event["seq"],
+                task_created_at=event["task_created_at"],
                 client_id=subscription["client_id"],
                 subscription_id=subscription_id,
                 url=subscription["url"],

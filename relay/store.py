@@ -37,6 +37,11 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any fixed numbers work; each only has to be the same in every relay process.
 _MIGRATION_LOCK_KEY = 7146032001
 OUTBOX_CHANNEL = "relay_outbox"
+# The janitor (partitions, retention, audit checkpoints): one replica at a time.
+JANITOR_LOCK_KEY = 7146032203
+# Rows fetched per round trip when streaming: large enough to amortise the trip, small
+# enough that a million-row walk stays in constant memory.
+STREAM_PREFETCH = 1000
 
 # String literals, comments and quoted identifiers are copied untouched (a `:x` inside them is
 # text); `::` is the cast operator, never a parameter; `:name` is a parameter; a positional
@@ -245,6 +250,23 @@ class Db:
         sql, args = self._bind(name, params)
         return await self._x.execute(sql, *args)
 
+    async def stream(
+        self, name: str, /, *, prefetch: int = STREAM_PREFETCH, **params: Any
+    ) -> AsyncIterator[Row]:
+        """The rows of a named query through a server-side cursor: constant memory.
+
+        Inside a transaction (a `Db` from `Store.transaction()`), the cursor reads in it;
+        `Store.stream` gives the walk its own connection and read-only snapshot.
+        """
+        sql, args = self._bind(name, params)
+        if isinstance(self._x, asyncpg.Pool):
+            async with self._x.acquire() as conn, conn.transaction():
+                async for row in conn.cursor(sql, *args, prefetch=prefetch):
+                    yield row
+        else:
+            async for row in self._x.cursor(sql, *args, prefetch=prefetch):
+                yield row
+
 
 class Store(Db):
     """The relay's database: a pool, transactions and LISTEN connections."""
@@ -281,7 +303,7 @@ class Store(Db):
             yield Db(conn)
 
     async def stream(
-        self, name: str, /, *, prefetch: int, **params: Any
+        self, name: str, /, *, prefetch: int = STREAM_PREFETCH, **params: Any
     ) -> AsyncGenerator[Row, None]:
         """Every row of a named query, read `prefetch` at a time through a server-side cursor.
 

@@ -210,24 +210,27 @@ WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
 RETURNING t.*;
 
 -- name: insert_history
--- Append history; the (task_id, dedupe_key) constraint makes every entry appear once.
-INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
-                         upstream_event, dedupe_key)
-SELECT e.id, e.task_id, e.seq, e.type, e.from_status, e.to_status, e.source,
-       e.upstream_event, e.dedupe_key
+-- Append history, chained (hash, prev_hash) and timed by the relay; the (task_id, dedupe_key)
+-- constraint (with the task's creation time, the partition key) makes every entry appear once.
+INSERT INTO task_events (id, task_id, task_created_at, seq, type, from_status, to_status,
+                         source, upstream_event, dedupe_key, created_at, prev_hash, hash)
+SELECT e.id, e.task_id, e.task_created_at, e.seq, e.type, e.from_status, e.to_status,
+       e.source, e.upstream_event, e.dedupe_key, e.created_at, e.prev_hash, e.hash
 FROM jsonb_to_recordset(:entries::jsonb) AS e(
-    id text, task_id text, seq int, type text, from_status text, to_status text,
-    source text, upstream_event jsonb, dedupe_key text)
+    id text, task_id text, task_created_at timestamptz, seq int, type text, from_status text,
+    to_status text, source text, upstream_event jsonb, dedupe_key text, created_at timestamptz,
+    prev_hash text, hash text)
 ORDER BY e.task_id, e.seq
-ON CONFLICT (task_id, dedupe_key) DO NOTHING
+ON CONFLICT (task_id, dedupe_key, task_created_at) DO NOTHING
 RETURNING id;
 
 -- name: insert_webhook_events
 -- The outbox: one event per status change, its payload the exact webhook body.
-INSERT INTO webhook_events (id, task_id, client_id, type, payload)
-SELECT e.id, e.task_id, e.client_id, e.type, e.payload
+INSERT INTO webhook_events (id, task_id, task_created_at, client_id, type, payload)
+SELECT e.id, e.task_id, e.task_created_at, e.client_id, e.type, e.payload
 FROM jsonb_to_recordset(:events::jsonb) AS e(
-    id text, task_id text, client_id bigint, type text, payload jsonb, ord int)
+    id text, task_id text, task_created_at timestamptz, client_id bigint, type text,
+    payload jsonb, ord int)
 ORDER BY e.ord
 RETURNING id;
 
@@ -239,8 +242,8 @@ RETURNING id;
 -- row, then resuming its parked deliveries) waits for this transaction, or this reads it
 -- enabled; so no delivery stays parked for an enabled subscription.
 WITH ev AS (
-    SELECT w.id, w.seq, w.task_id, w.client_id, w.type, t.model, t.webhook_url,
-           t.webhook_events
+    SELECT w.id, w.seq, w.task_id, w.task_created_at, w.client_id, w.type, t.model,
+           t.webhook_url, t.webhook_events
     FROM webhook_events w JOIN tasks t ON t.id = w.task_id
     WHERE w.id = ANY(:event_ids::text[])
 ), subs AS (
@@ -250,24 +253,24 @@ WITH ev AS (
       AND (c.role = 'admin' OR s.client_id IN (SELECT client_id FROM ev))
     FOR SHARE OF s
 ), targets AS (
-    SELECT ev.id, ev.seq, ev.task_id, s.client_id, s.id AS subscription_id, s.url,
-           'sub:' || s.id AS target,
+    SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, s.client_id,
+           s.id AS subscription_id, s.url, 'sub:' || s.id AS target,
            CASE WHEN s.enabled THEN now() ELSE 'infinity' END AS next_attempt_at
     FROM ev
     JOIN subs s ON (s.client_id = ev.client_id OR s.admin)
         AND (s.events IS NULL OR ev.type = ANY (s.events))
         AND (s.models IS NULL OR ev.model = ANY (s.models))
     UNION ALL
-    SELECT ev.id, ev.seq, ev.task_id, ev.client_id, NULL, ev.webhook_url,
-           'url:' || ev.webhook_url, now()
+    SELECT ev.id, ev.seq, ev.task_id, ev.task_created_at, ev.client_id, NULL,
+           ev.webhook_url, 'url:' || ev.webhook_url, now()
     FROM ev
     WHERE ev.webhook_url IS NOT NULL
       AND (ev.webhook_events IS NULL OR ev.type = ANY (ev.webhook_events))
 )
-INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
-                        target, next_attempt_at)
-SELECT relay_new_id('dlv'), id, seq, task_id, client_id, subscription_id, url, target,
-       next_attempt_at
+INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                        subscription_id, url, target, next_attempt_at)
+SELECT relay_new_id('dlv'), id, seq, task_id, task_created_at, client_id, subscription_id, url,
+       target, next_attempt_at
 FROM targets
 ORDER BY seq
 RETURNING id;
@@ -424,11 +427,12 @@ WITH r AS (
         updated_at = now()
     FROM r
     WHERE d.id = r.id AND d.lease_owner = :owner
-    RETURNING d.id
+    RETURNING d.id, d.task_created_at
 )
-INSERT INTO delivery_attempts (delivery_id, attempt, status_code, response_excerpt, error,
-                               latency_ms, started_at)
-SELECT r.id, r.attempt, r.status_code, r.response_excerpt, r.error, r.latency_ms, r.started_at
+INSERT INTO delivery_attempts (delivery_id, task_created_at, attempt, status_code,
+                               response_excerpt, error, latency_ms, started_at)
+SELECT r.id, upd.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
+       r.latency_ms, r.started_at
 FROM r JOIN upd ON upd.id = r.id
 RETURNING delivery_id;
 
@@ -579,6 +583,87 @@ FROM jsonb_to_recordset(:samples::jsonb) AS s(
     model text, input_class text, phase text, seconds float8);
 
 -- ---------------------------------------------------------------------------------------
+-- Audit and retention: hash chains, checkpoints, partitions (relay/audit.py, retention.py,
+-- janitor.py, outcomes.py).
+
+-- name: history_chain_before
+-- The hash each task's new entries chain onto: its last entry before :heads' seq (if any).
+SELECT h.task_id, p.hash
+FROM jsonb_to_recordset(:heads::jsonb) AS h(task_id text, seq int, task_created_at timestamptz)
+CROSS JOIN LATERAL (
+    SELECT e.hash FROM task_events e
+    WHERE e.task_id = h.task_id AND e.task_created_at = h.task_created_at AND e.seq < h.seq
+    ORDER BY e.seq DESC
+    LIMIT 1
+) p;
+
+-- name: audit_history
+-- Every entry of the tasks created since :since (all when NULL), chain by chain, for verify;
+-- task ids in byte order, as the checkpoint digest sorts them.
+SELECT id, task_id, seq, type, from_status, to_status, source, upstream_event, created_at,
+       prev_hash, hash
+FROM task_events
+WHERE :since::timestamptz IS NULL OR task_created_at >= :since
+ORDER BY task_id COLLATE "C", seq;
+
+-- name: audit_heads
+-- Every task's last entry created at or before :at: what a checkpoint digests.
+SELECT DISTINCT ON (task_id COLLATE "C") task_id, seq, hash
+FROM task_events
+WHERE created_at <= :at
+ORDER BY task_id COLLATE "C", seq DESC;
+
+-- name: audit_seq_suspect
+-- A task whose entry counter says more than its chain holds: a removed last entry.
+SELECT t.id AS task_id, t.event_seq, max(e.seq) AS last_seq
+FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.task_created_at = t.created_at
+GROUP BY t.id, t.event_seq
+HAVING max(e.seq) < t.event_seq
+ORDER BY t.id COLLATE "C"
+LIMIT 1;
+
+-- name: try_janitor_lock
+-- One janitor at a time across replicas; held to the end of this transaction.
+SELECT pg_try_advisory_xact_lock(:lock_key);
+
+-- name: ensure_history_partitions
+-- Monthly partitions from :first_month to :last_month exist (created ahead of time).
+SELECT relay_ensure_history_partitions(:first_month::date, :last_month::date);
+
+-- name: history_months
+-- The months with history partitions that ended before :cutoff, oldest first, with what
+-- retention must know: their tasks, those not terminal or completed after :cutoff, and
+-- deliveries still waiting.
+WITH months AS (
+    SELECT to_date(substr(c.relname, length('task_events_p') + 1), 'YYYY_MM') AS month
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'task_events'::regclass AND c.relname ~ '^task_events_p[0-9]{4}_[0-9]{2}$'
+), bounds AS (
+    SELECT month, month::timestamp AT TIME ZONE 'UTC' AS starts,
+           (month + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS ends
+    FROM months
+)
+SELECT b.month,
+       count(t.id) AS tasks,
+       count(t.id) FILTER (WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled'))
+           AS not_terminal,
+       min(t.id) FILTER (WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled'))
+           AS first_not_terminal,
+       count(t.id) FILTER (WHERE t.completed_at > :cutoff) AS completed_recently,
+       (SELECT count(*) FROM deliveries d
+        WHERE d.task_created_at >= b.starts AND d.task_created_at < b.ends
+          AND d.status IN ('pending', 'failed')) AS deliveries_waiting
+FROM bounds b
+LEFT JOIN tasks t ON t.created_at >= b.starts AND t.created_at < b.ends
+WHERE b.ends <= :cutoff
+GROUP BY b.month, b.starts, b.ends
+ORDER BY b.month;
+
+-- name: drop_history_month
+-- Drop one month's history partitions and its tasks (refused if a task is not terminal).
+SELECT relay_drop_history_month(:month::date);
+
+-- ---------------------------------------------------------------------------------------
 -- Deliveries: disabled subscriptions, recovery, bulk retry, auto-disable, test events.
 
 -- name: park_subscription_deliveries
@@ -607,28 +692,31 @@ WITH sub AS (
     -- statement's rows to commit, or this reads it already enabled (never parked for good).
     FOR SHARE OF s
 ), owed AS (
-    SELECT w.id AS event_id, w.seq, w.task_id, d.id AS delivery_id
+    SELECT w.id AS event_id, w.seq, w.task_id, w.task_created_at, d.id AS delivery_id
     FROM sub
     JOIN webhook_events w ON w.created_at >= greatest(:since::timestamptz, sub.created_at)
         AND w.task_id IS NOT NULL
         AND (sub.is_admin OR w.client_id = sub.client_id)
         AND (sub.events IS NULL OR w.type = ANY (sub.events))
     JOIN tasks t ON t.id = w.task_id AND (sub.models IS NULL OR t.model = ANY (sub.models))
-    LEFT JOIN deliveries d ON d.event_id = w.id AND d.target = 'sub:' || sub.id
+    LEFT JOIN deliveries d ON d.event_id = w.id AND d.task_created_at = w.task_created_at
+        AND d.target = 'sub:' || sub.id
     WHERE d.id IS NULL OR (d.status IN ('failed', 'dead') AND d.lease_owner IS NULL)
     ORDER BY w.seq
     LIMIT :limit + 1
 ), chosen AS (
     SELECT * FROM owed ORDER BY seq LIMIT :limit
 ), inserted AS (
-    INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
-                            target, next_attempt_at)
-    SELECT relay_new_id('dlv'), c.event_id, c.seq, c.task_id, sub.client_id, sub.id, sub.url,
-           'sub:' || sub.id, CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
+    -- a delivery lives in its event's partition (the event's task_created_at)
+    INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                            subscription_id, url, target, next_attempt_at)
+    SELECT relay_new_id('dlv'), c.event_id, c.seq, c.task_id, c.task_created_at,
+           sub.client_id, sub.id, sub.url, 'sub:' || sub.id,
+           CASE WHEN sub.enabled THEN now() ELSE 'infinity' END
     FROM chosen c CROSS JOIN sub
     WHERE c.delivery_id IS NULL
     ORDER BY c.seq
-    ON CONFLICT (event_id, target) DO NOTHING
+    ON CONFLICT (event_id, target, task_created_at) DO NOTHING
     RETURNING id
 ), requeued AS (
     UPDATE deliveries d
@@ -704,17 +792,19 @@ WHERE s.id = l.id
 RETURNING s.id, l.disable AS disabled;
 
 -- name: insert_test_event
--- A `webhook.test` event for one subscription (no task; kept out of the event feed).
-INSERT INTO webhook_events (id, task_id, client_id, type, payload)
-VALUES (:id, NULL, :client_id, :type, :payload)
-RETURNING id, seq;
+-- A `webhook.test` event for one subscription (no task; kept out of the event feed). With no
+-- task, it is filed (task_created_at, the partition key) under its own time.
+INSERT INTO webhook_events (id, task_id, task_created_at, client_id, type, payload)
+VALUES (:id, NULL, now(), :client_id, :type, :payload)
+RETURNING id, seq, task_created_at;
 
 -- name: insert_test_delivery
--- The test event's only delivery: to the subscription that asked for it, due now.
-INSERT INTO deliveries (id, event_id, event_seq, task_id, client_id, subscription_id, url,
-                        target)
-VALUES (relay_new_id('dlv'), :event_id, :event_seq, NULL, :client_id, :subscription_id, :url,
-        'sub:' || :subscription_id)
+-- The test event's only delivery: to the subscription that asked for it, due now; in its
+-- event's partition.
+INSERT INTO deliveries (id, event_id, event_seq, task_id, task_created_at, client_id,
+                        subscription_id, url, target)
+VALUES (relay_new_id('dlv'), :event_id, :event_seq, NULL, :task_created_at, :client_id,
+        :subscription_id, :url, 'sub:' || :subscription_id)
 RETURNING id;
 
 -- Audit: who did what (the action log), the cancel note in a task's history, export, usage.
@@ -740,16 +830,21 @@ WHERE (:actor::text IS NULL OR actor = :actor)
 ORDER BY id DESC
 LIMIT :limit;
 
+-- name: take_history_seq
+-- The next seq of a task's history, taken under the task's row lock (held to the end of the
+-- transaction), so a note interleaves with the poller's entries without a gap or a twin, and
+-- its chain's last entry cannot change before the note is appended.
+UPDATE tasks SET event_seq = event_seq + 1 WHERE id = :task_id
+RETURNING id, created_at, event_seq;
+
 -- name: insert_history_note
--- A history entry that changes no status (a cancel request): next seq under the task's row
--- lock, so it interleaves with the poller's entries without a gap or a twin.
-WITH task AS (
-    UPDATE tasks SET event_seq = event_seq + 1 WHERE id = :task_id RETURNING id, event_seq
-)
-INSERT INTO task_events (id, task_id, seq, type, from_status, to_status, source,
-                         upstream_event, dedupe_key)
-SELECT :id, task.id, task.event_seq, :type, NULL, NULL, :source, NULL, :dedupe_key FROM task
-ON CONFLICT (task_id, dedupe_key) DO NOTHING
+-- A history entry that changes no status (a cancel request), chained and timed by the relay
+-- like insert_history; its seq comes from take_history_seq.
+INSERT INTO task_events (id, task_id, task_created_at, seq, type, from_status, to_status,
+                         source, upstream_event, dedupe_key, created_at, prev_hash, hash)
+VALUES (:id, :task_id, :task_created_at, :seq, :type, :from_status, :to_status, :source,
+        :upstream_event, :dedupe_key, :created_at, :prev_hash, :hash)
+ON CONFLICT (task_id, dedupe_key, task_created_at) DO NOTHING
 RETURNING *;
 
 -- name: client_by_name
@@ -768,7 +863,7 @@ WHERE (:scope::bigint IS NULL OR client_id = :scope)
 -- creation order; read through a server-side cursor, so memory stays flat.
 SELECT t.*, c.name AS client_name,
        coalesce((SELECT jsonb_agg(to_jsonb(e) ORDER BY e.seq) FROM task_events e
-                 WHERE e.task_id = t.id), '[]') AS history
+                 WHERE e.task_id = t.id AND e.task_created_at = t.created_at), '[]') AS history
 FROM tasks t JOIN clients c ON c.id = t.client_id
 WHERE (:scope::bigint IS NULL OR t.client_id = :scope)
   AND (:created_after::timestamptz IS NULL OR t.created_at >= :created_after)

@@ -42,6 +42,8 @@ ENTRY_ROW = {
     "source": "relay",
     "upstream_event": None,
     "created_at": NOW,
+    "prev_hash": "0" * 64,
+    "hash": "a" * 64,
 }
 
 
