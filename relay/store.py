@@ -252,7 +252,7 @@ class Db:
 
     async def stream(
         self, name: str, /, *, prefetch: int = STREAM_PREFETCH, **params: Any
-    ) -> AsyncIterator[Row]:
+    ) -> AsyncGenerator[Row, None]:
         """The rows of a named query through a server-side cursor: constant memory.
 
         Inside a transaction (a `Db` from `Store.transaction()`), the cursor reads in it;
@@ -262,10 +262,10 @@ class Db:
         if isinstance(self._x, asyncpg.Pool):
             async with self._x.acquire() as conn, conn.transaction():
                 async for row in conn.cursor(sql, *args, prefetch=prefetch):
-                    yield row
+                    yield cast("Row", row)
         else:
             async for row in self._x.cursor(sql, *args, prefetch=prefetch):
-                yield row
+                yield cast("Row", row)
 
 
 class Store(Db):
