@@ -30,7 +30,7 @@ from relay.clients import create_client
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
 from relay.egress import create_webhook_session
-from relay.localdev import embedded_postgres, free_port
+from relay.localdev import free_port, postgres_server
 from relay.logs import configure_logging
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from relay.store import Store, migrate, scratch_database
@@ -243,11 +243,7 @@ def main() -> None:
 
         factory = uvloop.new_event_loop
     print(f"event loop: {args.loop}")
-    if args.database_url:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(run(args, args.database_url))
-        return
-    with embedded_postgres() as url, asyncio.Runner(loop_factory=factory) as runner:
+    with postgres_server(args.database_url) as url, asyncio.Runner(loop_factory=factory) as runner:
         runner.run(run(args, url))
 
 

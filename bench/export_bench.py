@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
-from relay.localdev import embedded_postgres
+from relay.localdev import postgres_server
 from relay.store import migrate, scratch_database
 
 RELAY_BIN = str(Path(sys.executable).with_name("relay"))
@@ -141,10 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.per_task < 3:
         parser.error("--per-task must be at least 3 (queued, processing, succeeded)")
-    if args.database_url:
-        asyncio.run(_run(args.database_url, args))
-        return
-    with embedded_postgres() as url:
+    with postgres_server(args.database_url) as url:
         asyncio.run(_run(url, args))
 
 

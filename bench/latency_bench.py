@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import aiohttp
 from aiohttp import web
 
 from relay.config import Settings
-from relay.localdev import embedded_postgres, free_port
+from relay.localdev import child_process, free_port, postgres_server
 from relay.signing import InvalidSignature, verify
 from relay.store import scratch_database
 
@@ -191,22 +191,6 @@ def baseline_poll(
     terminal_polls = polls_until(completed)
     seen_terminal = created + terminal_polls * poll_s
     return seen_processing - processing, seen_terminal - completed, 1 + terminal_polls
-
-
-@contextlib.contextmanager
-def child(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess (output to `log`) that is terminated, then killed, when the block ends."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(25)  # the relay's shutdown grace is 20 s
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def relay_env(args: argparse.Namespace, scenario: Scenario, dsn: str, sim_url: str) -> dict:
@@ -353,7 +337,7 @@ async def run_scenario(
                 "simulate-upstream", "--port", str(sim_port), "--api-key", SIM_KEY,
                 "--timing", "realistic", "--time-scale", str(s), "--seed", str(args.seed),
             )  # fmt: skip
-            stack.enter_context(child(sim_cmd, sim_env, logs / f"{scenario.name}-sim.log"))
+            stack.enter_context(child_process(sim_cmd, sim_env, logs / f"{scenario.name}-sim.log"))
             env = relay_env(args, scenario, dsn, sim_url)
             subprocess.run(relay_command("migrate"), env=env, check=True, capture_output=True)
             created = subprocess.run(
@@ -370,7 +354,7 @@ async def run_scenario(
                 api_urls.append(f"http://127.0.0.1:{port}")
                 log = logs / f"{scenario.name}-relay{replica}.log"
                 stack.enter_context(
-                    child(relay_command("serve"), {**env, "RELAY_PORT": str(port)}, log)
+                    child_process(relay_command("serve"), {**env, "RELAY_PORT": str(port)}, log)
                 )
             timeout = aiohttp.ClientTimeout(total=60)
             connector = aiohttp.TCPConnector(limit=256)
@@ -620,10 +604,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(run(args, args.database_url))
-        return
-    with embedded_postgres() as url:
+    with postgres_server(args.database_url) as url:
         asyncio.run(run(args, url))
 
 

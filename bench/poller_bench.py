@@ -24,7 +24,7 @@ import aiohttp
 from relay.budget import UpstreamBudget
 from relay.config import Settings
 from relay.durations import DurationModel
-from relay.localdev import embedded_postgres, free_port
+from relay.localdev import free_port, postgres_server
 from relay.logs import configure_logging
 from relay.poller import Poller, PollerSettings
 from relay.store import Store, migrate, scratch_database
@@ -212,10 +212,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(run(args, args.database_url))
-        return
-    with embedded_postgres() as url:
+    with postgres_server(args.database_url) as url:
         asyncio.run(run(args, url))
 
 

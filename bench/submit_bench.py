@@ -35,14 +35,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from relay.localdev import embedded_postgres, free_port
+from relay.localdev import child_process, free_port, postgres_server
 from relay.store import scratch_database
 
 SIM_KEY = "bench-sim-key"
@@ -76,22 +76,6 @@ class Point:
         if not values:
             return float("nan")
         return values[min(len(values) - 1, int(len(values) * p / 100))]
-
-
-@contextlib.contextmanager
-def child(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess (output to `log`) that is terminated, then killed, when the block ends."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(25)  # the relay's shutdown grace is 20 s
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def relay_command(*argv: str) -> list[str]:
@@ -238,7 +222,7 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
             "simulate-upstream", "--port", str(sim_port), "--api-key", SIM_KEY,
             "--task-duration", "36000", "--seed", "1",
         )  # fmt: skip
-        sim = stack.enter_context(child(sim_cmd, clean_env, logs / "sim.log"))
+        sim = stack.enter_context(child_process(sim_cmd, clean_env, logs / "sim.log"))
         env = {
             **clean_env,
             "RELAY_DATABASE_URL": dsn,
@@ -262,7 +246,7 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
             port = free_port()
             api_urls.append(f"http://127.0.0.1:{port}")
             proc = stack.enter_context(
-                child(
+                child_process(
                     relay_command("serve", "--roles", "api"),
                     {**env, "RELAY_PORT": str(port)},
                     logs / f"relay{replica}.log",
@@ -313,10 +297,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(run(args, args.database_url))
-        return
-    with embedded_postgres() as url:
+    with postgres_server(args.database_url) as url:
         asyncio.run(run(args, url))
 
 

