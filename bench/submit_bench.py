@@ -17,6 +17,11 @@ ratio. Every submission must be answered 202 (or 200); anything else is counted 
 RELAY_UPSTREAM_MAX_RPS is set far above what the loop reaches, so the shared upstream
 budget never defers a submission: the figures are the relay's own cost.
 
+Before the first point, --preload submissions go through the relay and the database is
+ANALYZEd, as autovacuum keeps a production database: measured on tables that were empty a
+second ago and never analyzed, Postgres plans lookups by id as sequential scans (and caches
+those plans in every pooled connection), which measures a new database, not the relay.
+
 Postgres: --database-url / RELAY_DATABASE_URL, else an embedded one; a fresh database is
 created and dropped. Relay and simulator output goes to a temporary folder, kept (and named)
 only when something failed.
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from relay.localdev import child_process, free_port, postgres_server
 from relay.store import scratch_database
@@ -261,6 +267,17 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
             await wait_http(http, sim_url + "/_sim/stats", STARTUP_TIMEOUT_S)
             for url in api_urls:
                 await wait_http(http, url + "/readyz", STARTUP_TIMEOUT_S)
+            if args.preload:
+                await closed_loop(
+                    http, [api_urls[0] + "/v1/tasks"], api_key, concurrency=32,
+                    submissions=args.preload, seconds=120, upstream_shape=False,
+                )  # fmt: skip
+                conn = await asyncpg.connect(dsn)
+                try:
+                    await conn.execute("ANALYZE")
+                finally:
+                    await conn.close()
+                progress(f"preloaded {args.preload} submissions, database analyzed")
             targets: list[tuple[str, list[str], str, bool]] = [
                 ("simulator", [sim_url + "/api/v1/tasks"], SIM_KEY, True)
             ]
@@ -293,6 +310,9 @@ def main() -> None:
     )
     parser.add_argument("--submissions", type=int, default=2000, help="requests per point")
     parser.add_argument("--seconds", type=float, default=30, help="time cap per point")
+    parser.add_argument(
+        "--preload", type=int, default=2000, help="submissions made (and analyzed) first"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))

@@ -89,3 +89,8 @@ AUDIT_CHECKPOINT_TIME = Gauge(
 RETENTION_MONTHS_DROPPED = Counter(
     "relay_retention_months_dropped_total", "Months of history dropped by retention."
 )
+OUTCOME_BATCH_SIZE = Histogram(
+    "relay_outcome_batch_size",
+    "API outcomes (submissions accepted or refused upstream) written per transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)

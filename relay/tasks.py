@@ -22,6 +22,7 @@ from relay.errors import (
 )
 from relay.ids import new_id
 from relay.models_catalog import ModelCatalog
+from relay.outcome_writer import OutcomeWriter
 from relay.outcomes import (
     NewHistoryEntry,
     TaskOutcome,
@@ -53,10 +54,6 @@ RESUBMIT_MAX_S = 60.0
 SUBMIT_LEASE_MARGIN_S = 15.0
 
 
-class _IdempotentReplay(Exception):
-    """Rolls back the insert of a twin request; carries what the key already points to."""
-
-
 def resubmit_delay(attempts: int, retry_after: float | None = None) -> float:
     """Seconds before the next submission attempt: exponential, jittered, Retry-After wins."""
     delay = min(RESUBMIT_BASE_S * 2 ** max(attempts - 1, 0), RESUBMIT_MAX_S)
@@ -85,6 +82,7 @@ class TaskService(TaskValidation):
         self.submit_lease_s = submit_lease_s
         self.poll_interval_min_s = poll_interval_min_s
         self.webhook_deny_cidrs = webhook_deny_cidrs
+        self.outcomes = OutcomeWriter(store)
         # Set when this process deferred a submission: the next accepted one pulls every
         # deferred task forward, so recovery after an outage is paced by the budget, not
         # by backoff accumulated during it.
@@ -109,41 +107,31 @@ class TaskService(TaskValidation):
         self.validate(task)
         task_id = new_id("tsk")
         request_hash = task.request_hash()
-        try:
-            async with self.store.transaction() as db:
-                row = await db.fetchrow(
-                    "insert_task",
-                    id=task_id,
-                    client_id=client.id,
-                    model=task.model,
-                    input=task.input,
-                    metadata=task.metadata,
-                    webhook_url=task.webhook_url,
-                    webhook_events=task.webhook_events,
-                    submit_lease_s=self.submit_lease_s,
-                    traceparent=traceparent,
-                )
-                if idempotency_key is not None:
-                    claimed = await db.fetchrow(
-                        "insert_idempotency_key",
-                        client_id=client.id,
-                        key=idempotency_key,
-                        request_hash=request_hash,
-                        task_id=task_id,
-                    )
-                    if claimed is None:
-                        raise _IdempotentReplay
-                await record_action(
-                    db,
-                    Actor.of(client, request_id),
-                    actions.TASK_CREATED,
-                    "task",
-                    task_id,
-                    {"model": task.model, "idempotency_key": idempotency_key},
-                )
-        except _IdempotentReplay:
+        actor = Actor.of(client, request_id)
+        # One statement: the task, its idempotency key and the action log's entry commit
+        # together (the action is recorded by the query, as `record_action` would).
+        row = await self.store.fetchrow(
+            "create_task",
+            id=task_id,
+            client_id=client.id,
+            client_name=client.name,
+            model=task.model,
+            input=task.input,
+            metadata=task.metadata,
+            webhook_url=task.webhook_url,
+            webhook_events=task.webhook_events,
+            submit_lease_s=self.submit_lease_s,
+            traceparent=traceparent,
+            key=idempotency_key,
+            request_hash=request_hash,
+            actor=actor.name,
+            actor_key_prefix=actor.key_prefix,
+            request_id=actor.request_id,
+            action=actions.TASK_CREATED,
+            details={"model": task.model, "idempotency_key": idempotency_key},
+        )
+        if row is None:  # the key was claimed before: nothing was written
             return await self._replay(client, idempotency_key or "", request_hash), False
-        assert row is not None  # INSERT ... RETURNING: one row
         metrics.TASKS_SUBMITTED.labels(task.model).inc()
         log.info("task_created", task_id=task_id, model=task.model, client=client.name)
         paused_for = self.upstream.paused_for
@@ -245,6 +233,8 @@ class TaskService(TaskValidation):
         return recorded
 
     async def _record(self, outcome: TaskOutcome, owner: str | None) -> dict[str, Any] | None:
+        if owner is None:  # the API's own write: shares a transaction with concurrent ones
+            return await self.outcomes.record(outcome)
         async with self.store.transaction() as db:
             rows = await record_task_outcomes(db, owner, [outcome])
         return dict(rows[0]) if rows else None

@@ -60,21 +60,31 @@ SET previous_signing_secret = signing_secret, previous_signing_secret_until = :p
 WHERE id = :id
 RETURNING id, previous_signing_secret_until;
 
--- name: insert_task
--- A new task, durable before anything is sent upstream; the submit lease lasts :submit_lease_s.
-INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url, webhook_events,
-                   submit_attempts, next_submit_at, client_name, traceparent)
-VALUES (:id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
-        1, now() + make_interval(secs => :submit_lease_s),
-        (SELECT name FROM clients WHERE id = :client_id), :traceparent)
-RETURNING *;
-
--- name: insert_idempotency_key
--- Claim an idempotency key; a concurrent twin waits on the unique index, then gets nothing.
-INSERT INTO idempotency_keys (client_id, key, request_hash, task_id)
-VALUES (:client_id, :key, :request_hash, :task_id)
-ON CONFLICT (client_id, key) DO NOTHING
-RETURNING task_id;
+-- name: create_task
+-- A new task, its idempotency key and its action-log entry in one statement (one round trip,
+-- one commit): durable before anything is sent upstream; the submit lease lasts
+-- :submit_lease_s. With a key another request already claimed (a concurrent twin waits on
+-- the unique index first), nothing is written and no row comes back: a replay.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (client_id, key, request_hash, task_id)
+    SELECT :client_id, :key, :request_hash, :id
+    WHERE :key::text IS NOT NULL
+    ON CONFLICT (client_id, key) DO NOTHING
+    RETURNING task_id
+), task AS (
+    INSERT INTO tasks (id, client_id, model, input, status, metadata, webhook_url,
+                       webhook_events, submit_attempts, next_submit_at, client_name, traceparent)
+    SELECT :id, :client_id, :model, :input, 'queued', :metadata, :webhook_url, :webhook_events,
+           1, now() + make_interval(secs => :submit_lease_s), :client_name, :traceparent
+    WHERE :key::text IS NULL OR EXISTS (SELECT FROM claimed)
+    RETURNING *
+), action AS (
+    INSERT INTO actions (actor, actor_key_prefix, action, resource_type, resource_id,
+                         request_id, details)
+    SELECT :actor, :actor_key_prefix, :action, 'task', task.id, :request_id, :details
+    FROM task
+)
+SELECT * FROM task;
 
 -- name: get_idempotency_key
 -- What an idempotency key was first used for.
@@ -207,6 +217,9 @@ FROM jsonb_to_recordset(:updates::jsonb) AS u(
     phase_started_at timestamptz, looked_at timestamptz, events_fetched bool,
     events_retries int, requests int, upstream_missing bool)
 WHERE t.id = u.id AND t.lease_owner IS NOT DISTINCT FROM :owner
+  -- The ids again, as an array: a primary-key lookup whatever the statistics say (joined to
+  -- the recordset alone, a young table is planned as a sequential scan per write).
+  AND t.id = ANY (ARRAY(SELECT jsonb_array_elements(:updates::jsonb) ->> 'id'))
 RETURNING t.*;
 
 -- name: insert_history
