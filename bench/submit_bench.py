@@ -13,7 +13,11 @@ request when the previous answer arrives) three ways in the same run:
 
 Each point sends --submissions requests (or stops at --seconds, whichever comes first)
 after a short warm-up, and prints requests/s, p50/p99 latency and the relay/simulator
-ratio. Every submission must be answered 202 (or 200); anything else is counted and shown.
+ratio. On Linux it also prints what one request cost in CPU time: in the relay replicas
+(`relay ms`), in every `postgres` process of the machine (`pg ms`), and the machine's idle
+share during the point (`idle`): with two cores, a point with no idle time left measures
+the machine, not the relay (two replicas cannot add what the cores do not have).
+Every submission must be answered 202 (or 200); anything else is counted and shown.
 RELAY_UPSTREAM_MAX_RPS is set far above what the loop reaches, so the shared upstream
 budget never defers a submission: the figures are the relay's own cost.
 
@@ -40,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,62 @@ WARMUP_PER_WORKER = 5
 STARTUP_TIMEOUT_S = 30.0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by these processes (0 for one that is gone)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def postgres_pids() -> list[int]:
+    """Every process named `postgres` (the server and its backends), when /proc can tell."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+    return pids
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(idle, total) jiffies of all cores since boot, from /proc/stat; (0, 0) elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    return float(fields[3] + fields[4]), float(sum(fields[:8]))
+
+
+@dataclass
+class Cost:
+    """CPU spent during one point: relay replicas, Postgres, and the machine's idle share."""
+
+    relay_s: float = 0.0
+    postgres_s: float = 0.0
+    idle_share: float | None = None
+
+
+@contextlib.contextmanager
+def measured_cost(relay_pids: Sequence[int]) -> Iterator[Cost]:
+    """CPU time used by the relay and Postgres while the block runs."""
+    cost = Cost()
+    pg = postgres_pids()
+    relay_before, pg_before = process_cpu_s(relay_pids), process_cpu_s(pg)
+    idle_before, total_before = machine_cpu()
+    yield cost
+    idle_after, total_after = machine_cpu()
+    cost.relay_s = process_cpu_s(relay_pids) - relay_before
+    cost.postgres_s = process_cpu_s(pg) - pg_before
+    if total_after > total_before:
+        cost.idle_share = (idle_after - idle_before) / (total_after - total_before)
+
+
 @dataclass
 class Point:
     """One measured point: who was called, at which concurrency, and what came back."""
@@ -70,6 +130,7 @@ class Point:
     seconds: float
     latencies_ms: list[float]
     failures: dict[int, int]
+    cost: Cost
 
     @property
     def rps(self) -> float:
@@ -182,14 +243,18 @@ def render(points: list[Point]) -> str:
     base = {p.concurrency: p.rps for p in points if p.target == "simulator"}
     lines = [
         f"{'target':<10} {'conc':>4} {'sent':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'vs sim':>7}  failures"
+        f"{'vs sim':>7} {'relay ms':>8} {'pg ms':>6} {'idle':>5}  failures"
     ]
     for p in points:
         ratio = f"{p.rps / base[p.concurrency]:.2f}" if p.target != "simulator" else "-"
         failed = ", ".join(f"{s or 'error'}: {c}" for s, c in sorted(p.failures.items()))
+        answered = len(p.latencies_ms) or 1
+        relay_ms = f"{1000 * p.cost.relay_s / answered:.2f}" if p.target != "simulator" else "-"
+        pg_ms = f"{1000 * p.cost.postgres_s / answered:.2f}"
+        idle = f"{100 * p.cost.idle_share:.0f}%" if p.cost.idle_share is not None else "-"
         lines.append(
             f"{p.target:<10} {p.concurrency:>4} {p.sent:>6} {p.rps:>8.0f} {p.pct(50):>8.1f} "
-            f"{p.pct(99):>8.1f} {ratio:>7}  {failed or '-'}"
+            f"{p.pct(99):>8.1f} {ratio:>7} {relay_ms:>8} {pg_ms:>6} {idle:>5}  {failed or '-'}"
         )
     one = {p.concurrency: p.rps for p in points if p.target == "relay x1"}
     for p in points:
@@ -248,6 +313,7 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
             raise RuntimeError("`relay keys create` printed no rk_ key")
         api_key = match.group(0)
         api_urls = []
+        relay_pids = []
         for replica in range(max(args.replicas)):
             port = free_port()
             api_urls.append(f"http://127.0.0.1:{port}")
@@ -258,6 +324,7 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
                     logs / f"relay{replica}.log",
                 )
             )
+            relay_pids.append(proc.pid)
             progress(f"relay replica {replica} on port {port}, pid {proc.pid}")
         progress(f"simulator on port {sim_port}, pid {sim.pid}")
         timeout = aiohttp.ClientTimeout(total=60)
@@ -278,26 +345,27 @@ async def _measure(args: argparse.Namespace, dsn: str, logs: Path) -> list[Point
                 finally:
                     await conn.close()
                 progress(f"preloaded {args.preload} submissions, database analyzed")
-            targets: list[tuple[str, list[str], str, bool]] = [
-                ("simulator", [sim_url + "/api/v1/tasks"], SIM_KEY, True)
+            targets: list[tuple[str, list[str], str, bool, list[int]]] = [
+                ("simulator", [sim_url + "/api/v1/tasks"], SIM_KEY, True, [])
             ]
             for replicas in args.replicas:
                 targets.append(
                     (f"relay x{replicas}", [u + "/v1/tasks" for u in api_urls[:replicas]],
-                     api_key, False)
+                     api_key, False, relay_pids[:replicas])
                 )  # fmt: skip
             for concurrency in args.concurrency:
-                for name, urls, key, upstream_shape in targets:
-                    sent, elapsed, latencies, failures = await closed_loop(
-                        http,
-                        urls,
-                        key,
-                        concurrency=concurrency,
-                        submissions=args.submissions,
-                        seconds=args.seconds,
-                        upstream_shape=upstream_shape,
-                    )
-                    point = Point(name, concurrency, sent, elapsed, latencies, failures)
+                for name, urls, key, upstream_shape, pids in targets:
+                    with measured_cost(pids) as cost:
+                        sent, elapsed, latencies, failures = await closed_loop(
+                            http,
+                            urls,
+                            key,
+                            concurrency=concurrency,
+                            submissions=args.submissions,
+                            seconds=args.seconds,
+                            upstream_shape=upstream_shape,
+                        )
+                    point = Point(name, concurrency, sent, elapsed, latencies, failures, cost)
                     progress(f"{name} at concurrency {concurrency}: {point.rps:.0f}/s")
                     points.append(point)
         return points

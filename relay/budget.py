@@ -56,22 +56,30 @@ class UpstreamBudget:
         self._local_until = 0.0
         self._waiters: dict[bool, deque[asyncio.Future[None]]] = {True: deque(), False: deque()}
         self._feeder: asyncio.Task[None] | None = None
+        self._fetching = asyncio.Lock()
         metrics.UPSTREAM_BUDGET_CEILING.set(rate)
 
     async def take(self, wanted: int, *, urgent: bool) -> int:
-        """Up to `wanted` tokens now (0 when none are free for this priority). Never waits."""
+        """Up to `wanted` tokens now (0 when none are free for this priority). Never waits
+        for the bucket to refill (urgent callers may wait for a chunk another is fetching)."""
         if wanted <= 0:
             return 0
-        if urgent:
-            granted = self._take_local(wanted)
+        if not urgent:
+            granted, _ = await self._take(wanted, urgent=False)
+            return granted
+        granted = self._take_local(wanted)
+        if granted == wanted:
+            return granted
+        # One chunk at a time per replica: callers arriving together share the chunk the
+        # first one fetches instead of each draining a chunk from the shared bucket (and
+        # finding it empty when the burst is smaller than callers x chunk).
+        async with self._fetching:
+            granted += self._take_local(wanted - granted)
             if granted < wanted:
                 fetched, _ = await self._take(max(wanted - granted, self._chunk), urgent=True)
-                extra = max(fetched - (wanted - granted), 0)
-                granted += fetched - extra
-                if extra:
-                    self._local, self._local_until = extra, time.monotonic() + LOCAL_TOKENS_TTL_S
-            return granted
-        granted, _ = await self._take(wanted, urgent=False)
+                used = min(fetched, wanted - granted)
+                granted += used
+                self._keep_local(fetched - used)
         return granted
 
     async def wait(self, wanted: int = 1, *, urgent: bool = True) -> int:
@@ -95,6 +103,12 @@ class UpstreamBudget:
         if tokens > 0:
             await self.store.execute("return_upstream_budget", tokens=tokens, burst=self.burst)
             metrics.UPSTREAM_BUDGET_TOKENS.labels("returned").inc(tokens)
+
+    def _keep_local(self, tokens: int) -> None:
+        """Keep tokens taken from the bucket but not spent yet, for `LOCAL_TOKENS_TTL_S`."""
+        if tokens > 0:
+            self._local = self._take_local(self._local) + tokens  # lapsed ones are dropped
+            self._local_until = time.monotonic() + LOCAL_TOKENS_TTL_S
 
     def _take_local(self, wanted: int) -> int:
         if self._local and time.monotonic() > self._local_until:

@@ -44,6 +44,19 @@ async def test_two_replicas_share_one_ceiling(store: Store, database_url: str) -
     assert all(n > 0 for n in granted)
 
 
+async def test_concurrent_submissions_share_one_chunk_and_none_is_deferred(
+    store: Store,
+) -> None:
+    """A burst of urgent takes costs the bucket one chunk, not a chunk per caller."""
+    budget = UpstreamBudget(store, rate=1000.0)  # chunks of 50 tokens, a bucket of 1,000
+    await set_bucket(store, budget.burst)
+    granted = await asyncio.gather(*(budget.take(1, urgent=True) for _ in range(40)))
+    assert granted == [1] * 40
+    left = await store.pool.fetchval("SELECT tokens FROM upstream_budget")
+    # Everything taken is spent or kept for the next callers: 40 used, 10 still local.
+    assert left >= budget.burst - 50 - 1  # (plus what refilled meanwhile, capped at the burst)
+
+
 async def test_background_takers_leave_the_reserve_to_urgent_ones(store: Store) -> None:
     budget = UpstreamBudget(store, rate=0.01, burst=8)  # barely refills while the test runs
     await set_bucket(store, budget.reserve + 0.5)
