@@ -83,8 +83,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
                     ids.extend((await resp.json())["task_ids"])
         store = await Store.open(dsn, size=4)
         client_id = await store.pool.fetchval(
-            "INSERT INTO clients (name, key_hash, key_prefix, signing_secret)"
-            " VALUES ('bench', '\\x00', 'rk_', 'whsec_x') RETURNING id"
+            "INSERT INTO clients (name, signing_secret) VALUES ('bench', 'whsec_x') RETURNING id"
         )
         # Steady state: every task already at the max interval (nothing changed for a
         # while), first polls spread over that interval.
