@@ -115,7 +115,8 @@ def measured_cost(relay_pids: Sequence[int]) -> Iterator[Cost]:
     yield cost
     idle_after, total_after = machine_cpu()
     cost.relay_s = process_cpu_s(relay_pids) - relay_before
-    cost.postgres_s = process_cpu_s(pg) - pg_before
+    # Backends started during the point (a pool growing) count from zero.
+    cost.postgres_s = process_cpu_s(sorted(set(pg) | set(postgres_pids()))) - pg_before
     if total_after > total_before:
         cost.idle_share = (idle_after - idle_before) / (total_after - total_before)
 
