@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from relay import tracing
+from relay import json_codec, tracing
 from relay.budget import UpstreamBudget
 from relay.config import Settings
 from relay.console import routes as console_routes
@@ -102,7 +102,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300)
+        connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS, ttl_dns_cache=300),
+        json_serialize=json_codec.dumps,
     )
     app[HTTP_SESSION] = session
     app[BUDGET] = UpstreamBudget(app[STORE], rate=settings.upstream_max_rps)

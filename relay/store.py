@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,10 +16,7 @@ import asyncpg
 import asyncpg.pool
 import structlog
 
-try:  # optional: a faster encoder for the json/jsonb codec (see _dumps)
-    import orjson
-except ImportError:  # pragma: no cover - the pure-Python encoder is the fallback
-    orjson = None  # type: ignore[assignment]
+from relay.json_codec import dumps as _dumps
 
 log = structlog.get_logger(__name__)
 
@@ -183,30 +179,6 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK;")  # a protocol statement, not a named query
-
-
-def _dumps(value: Any) -> str:
-    """JSON text for a json/jsonb parameter.
-
-    orjson when installed (about ten times faster; every outcome, attempt batch and history
-    entry passes through here). Postgres parses the text into jsonb, so only the value
-    matters, not the bytes: orjson writes UTF-8 where json escapes, and both write floats
-    and datetimes the same way. What orjson refuses (integers beyond 64 bits, lone
-    surrogates, non-string keys) goes through `json` exactly as before. Decoding stays with
-    `json.loads`: orjson would turn integers beyond 64 bits into floats.
-    """
-    if orjson is not None:
-        try:
-            return orjson.dumps(value, default=_json_default).decode()
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            pass
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 class Db:

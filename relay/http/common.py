@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from relay.errors import FieldError, InvalidRequest, json_pointer
 from relay.http.middlewares import pydantic_errors
+from relay.json_codec import dumps
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -171,4 +172,4 @@ def read_query(request: web.Request, model: type[M]) -> M:
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON answer."""
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, dumps=dumps)

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from relay import store
-from relay.store import _dumps
+from relay import json_codec
+from relay.json_codec import dumps as _dumps
+from relay.json_codec import json_default
 
 
 def _reference(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), default=store._json_default)
+    return json.dumps(value, separators=(",", ":"), default=json_default)
 
 
 @pytest.mark.parametrize(
@@ -43,5 +44,5 @@ def test_unknown_types_are_still_refused() -> None:
 
 def test_orjson_is_used_when_installed() -> None:
     # The speed-up the dispatcher's completion write relies on (pyproject lists orjson).
-    assert store.orjson is not None
+    assert json_codec.orjson is not None
     assert _dumps({"a": "é"}) == '{"a":"é"}'
