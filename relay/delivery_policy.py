@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from typing import NamedTuple
 
 import aiohttp
 
@@ -33,15 +32,15 @@ RETRY_AFTER_MAX_S = 86400.0
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one HTTP attempt produced."""
+class AttemptResult(NamedTuple):
+    """What one HTTP attempt produced (a tuple: one is made per attempt, cheaply)."""
 
     status_code: int | None
     response_excerpt: str | None
     error: str | None
     latency_s: float
-    started_at: datetime
+    # Epoch seconds: stored as is (Postgres makes the timestamp), no datetime per attempt.
+    started_at_s: float
     retry_after_s: float | None = None
 
     @property
@@ -50,8 +49,7 @@ class AttemptResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-@dataclass(frozen=True)
-class NextStep:
+class NextStep(NamedTuple):
     """Where a delivery goes after an attempt."""
 
     status: str

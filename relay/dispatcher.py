@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,9 @@ GROUP_COMMIT_WINDOW_S = 0.005
 # so a long outage costs one connection attempt every half minute.
 LISTEN_RETRY_MIN_S = 0.2
 LISTEN_RETRY_MAX_S = 30.0
+# URLs whose deny-list verdict is remembered: far more than the targets a process sees at
+# once, small enough to forget: the same bound as relay.egress's shared cache.
+DENY_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Dispatcher(Loop):
         self._in_flight: dict[str, int] = {}
         # Built once, not per attempt: the per-attempt cost is what bounds throughput.
         self._deny = tuple(settings.webhook_deny_cidrs)
+        self._denied: dict[str, str | None] = {}
         self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
 
     @property
@@ -224,38 +229,39 @@ class Dispatcher(Loop):
     async def _attempt(self, row: Mapping[str, Any]) -> AttemptResult:
         """One signed POST; never raises for anything the receiver or network does."""
         now = self.clock()
-        started_at = datetime.fromtimestamp(now, UTC)
-        denied = literal_ip_denied(row["url"], self._deny)
+        url = row["url"]
+        denied = self._literal_ip_denied(url)
         if denied is not None:
-            return AttemptResult(None, None, f"denied: {denied}", 0.0, started_at)
-        # The stored jsonb rendered by Postgres: the same bytes on every retry, no re-encoding.
-        body = row["body"].encode()
-        secrets = [row["secret"]]
-        if row["previous_secret"]:
-            secrets.append(row["previous_secret"])
+            return AttemptResult(None, None, f"denied: {denied}", 0.0, now)
+        # The stored jsonb as Postgres renders it, already bytes: the same on every retry.
+        body = row["body"]
+        previous = row["previous_secret"]
+        secrets = (row["secret"], previous) if previous else (row["secret"],)
         headers = webhook_headers(secrets, row["event_id"], int(now), body)
         headers["Content-Type"] = "application/json"
-        headers.update(tracing.delivery_headers(row["traceparent"]))  # the submission's trace
-        timeout_s = self.settings.webhook_timeout_s
+        traceparent = row["traceparent"]
+        if traceparent:  # the submission's trace
+            headers.update(tracing.delivery_headers(traceparent))
         started = time.perf_counter()
         try:
             async with self.session.post(
-                row["url"],
+                url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
+                status = response.status
                 excerpt = response_excerpt(await read_bounded(response, RESPONSE_READ_LIMIT))
                 retry_after = None
-                if response.status in RETRY_AFTER_STATUSES:
+                if status in RETRY_AFTER_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
                 return AttemptResult(
-                    response.status,
+                    status,
                     excerpt,
-                    status_error_text(response.status),
+                    status_error_text(status),
                     time.perf_counter() - started,
-                    started_at,
+                    now,
                     retry_after,
                 )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
@@ -263,68 +269,136 @@ class Dispatcher(Loop):
             return AttemptResult(
                 None,
                 None,
-                attempt_error_text(exc, timeout_s),
+                attempt_error_text(exc, self.settings.webhook_timeout_s),
                 time.perf_counter() - started,
-                started_at,
+                now,
             )
 
+    def _literal_ip_denied(self, url: str) -> str | None:
+        """`literal_ip_denied` for this dispatcher's deny list, remembered per URL.
+
+        Checked on every attempt and targets repeat; a plain dict lookup costs less than
+        hashing the deny list's networks for a shared cache. Bounded like that cache.
+        """
+        try:
+            return self._denied[url]
+        except KeyError:
+            pass
+        if len(self._denied) >= DENY_CACHE_SIZE:
+            self._denied.clear()
+        denied = self._denied[url] = literal_ip_denied(url, self._deny)
+        return denied
+
     async def _record(self, finished: list[tuple[Mapping[str, Any], AttemptResult]]) -> None:
+        """Write a group of outcomes: one statement, plus a transaction when one disables.
+
+        `complete_deliveries` records the deliveries, their attempts and the subscriptions'
+        health at once. Only when a receiver answered 410 or a subscription has failed for
+        `webhook_disable_after_s` does a second transaction disable it and park what waits.
+        """
         if not finished:
             return
         schedule = self.settings.webhook_retry_schedule
-        outcomes = []
-        gone = []
+        steps = []
+        gone: list[str] = []
         succeeded: set[str] = set()
         failed: set[str] = set()
+        oldest = newest = finished[0][0]["task_created_at"]
         for row, result in finished:
             step = plan_next_step(result, row["retry_index"], schedule)
-            if step.disable_subscription and row["subscription_id"]:
-                gone.append(row["subscription_id"])
-            if row["subscription_id"]:
-                (succeeded if result.succeeded else failed).add(row["subscription_id"])
-            outcomes.append((row, result, step))
+            steps.append(step)
+            subscription_id = row["subscription_id"]
+            if subscription_id:
+                if step.disable_subscription:
+                    gone.append(subscription_id)
+                (succeeded if result.succeeded else failed).add(subscription_id)
+            created = row["task_created_at"]
+            if created < oldest:
+                oldest = created
+            elif created > newest:
+                newest = created
+        written = await self.store.fetchrow(
+            "complete_deliveries",
+            owner=self.owner,
+            ids=[row["id"] for row, _ in finished],
+            attempts=[row["attempt_count"] for row, _ in finished],
+            statuses=[step.status for step in steps],
+            status_codes=[result.status_code for _, result in finished],
+            response_excerpts=[result.response_excerpt for _, result in finished],
+            errors=[result.error for _, result in finished],
+            latencies_ms=[round(result.latency_s * 1000, 3) for _, result in finished],
+            started_at_s=[result.started_at_s for _, result in finished],
+            retry_delays_s=[step.retry_delay_s for step in steps],
+            retry_indexes=[step.retry_index for step in steps],
+            oldest=oldest,
+            newest=newest,
+            succeeded=sorted(succeeded),
+            failed=sorted(failed),
+            disable_after_s=self.settings.webhook_disable_after_s,
+        )
+        assert written is not None  # an aggregate: always one row
+        recorded, overdue = written["recorded"], written["overdue"]
+        if gone or overdue:
+            await self._disable(gone, succeeded, failed)
+        recorded_ids = set(recorded)
+        counts: Counter[str] = Counter()
+        now = time.time()
+        for (row, result), step in zip(finished, steps, strict=True):
+            if row["id"] not in recorded_ids:
+                # Our lease ran out and another dispatcher owns the delivery now.
+                log.warning("webhook_lease_lost", delivery_id=row["id"])
+                continue
+            counts[step.status] += 1
+            metrics.WEBHOOK_SECONDS.observe(result.latency_s)
+            if step.status == "succeeded":
+                lag_s = max(now - row["event_created_s"], 0.0)
+                metrics.WEBHOOK_LAG.observe(lag_s)
+                # Debug: one line per delivery is the costliest part of a delivery at info,
+                # and the deliveries API and the metrics already say what succeeded.
+                log.debug(
+                    "webhook_delivered",
+                    delivery_id=row["id"],
+                    event_id=row["event_id"],
+                    attempt=row["attempt_count"],
+                    status_code=result.status_code,
+                    latency_ms=round(result.latency_s * 1000, 2),
+                    lag_ms=round(lag_s * 1000, 2),
+                )
+            else:
+                log.info(
+                    "webhook_attempt_failed",
+                    delivery_id=row["id"],
+                    event_id=row["event_id"],
+                    attempt=row["attempt_count"],
+                    status_code=result.status_code,
+                    next_status=step.status,
+                    retry_in_s=round(step.retry_delay_s, 3) if step.retry_delay_s else None,
+                )
+        for status, count in counts.items():
+            metrics.WEBHOOK_DELIVERIES.labels(status).inc(count)
+
+    async def _disable(self, gone: list[str], succeeded: set[str], failed: set[str]) -> None:
+        """Disable subscriptions that answered 410 or have failed too long; park their queue."""
         async with self.store.transaction() as db:
-            recorded = await db.fetch(
-                "complete_deliveries",
-                owner=self.owner,
-                outcomes=[
-                    {
-                        "id": row["id"],
-                        "attempt": row["attempt_count"],
-                        "status": step.status,
-                        "status_code": result.status_code,
-                        "response_excerpt": result.response_excerpt,
-                        "error": result.error,
-                        "latency_ms": round(result.latency_s * 1000, 3),
-                        "started_at": result.started_at,
-                        "retry_delay_s": step.retry_delay_s,
-                        "retry_index": step.retry_index,
-                    }
-                    for row, result, step in outcomes
-                ],
-            )
             disabled = []
             if gone:
                 disabled = await db.fetch(
                     "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
                 )
-            failing = []
-            if succeeded or failed:
-                # A success ends a subscription's run of failures; a run of failures that has
-                # lasted webhook_disable_after_s disables it, as a 410 does.
-                changed = await db.fetch(
-                    "record_subscription_health",
-                    succeeded=sorted(succeeded),
-                    failed=sorted(failed),
-                    disable_after_s=self.settings.webhook_disable_after_s,
-                    disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
-                )
-                failing = [r for r in changed if r["disabled"]]
+            # A run of failures that has lasted webhook_disable_after_s disables the
+            # subscription, as a 410 does (the rest of its health was written with the batch).
+            changed = await db.fetch(
+                "record_subscription_health",
+                succeeded=sorted(succeeded),
+                failed=sorted(failed),
+                disable_after_s=self.settings.webhook_disable_after_s,
+                disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
+            )
+            failing = [r for r in changed if r["disabled"]]
             if disabled or failing:
                 await db.execute(
                     "park_subscription_deliveries", ids=[r["id"] for r in (*disabled, *failing)]
                 )
-        recorded_ids = {r["delivery_id"] for r in recorded}
         for subscription in disabled:
             log.warning("subscription_disabled", subscription_id=subscription["id"], status=410)
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
@@ -335,32 +409,3 @@ class Dispatcher(Loop):
                 failing_for_s=self.settings.webhook_disable_after_s,
             )
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
-        for row, result, step in outcomes:
-            if row["id"] not in recorded_ids:
-                # Our lease ran out and another dispatcher owns the delivery now.
-                log.warning("webhook_lease_lost", delivery_id=row["id"])
-                continue
-            metrics.WEBHOOK_DELIVERIES.labels(step.status).inc()
-            metrics.WEBHOOK_SECONDS.observe(result.latency_s)
-            fields = {
-                "delivery_id": row["id"],
-                "event_id": row["event_id"],
-                "attempt": row["attempt_count"],
-                "status_code": result.status_code,
-            }
-            if step.status == "succeeded":
-                lag_s = max(time.time() - row["event_created_at"].timestamp(), 0.0)
-                metrics.WEBHOOK_LAG.observe(lag_s)
-                log.info(
-                    "webhook_delivered",
-                    **fields,
-                    latency_ms=round(result.latency_s * 1000, 2),
-                    lag_ms=round(lag_s * 1000, 2),
-                )
-            else:
-                log.info(
-                    "webhook_attempt_failed",
-                    **fields,
-                    next_status=step.status,
-                    retry_in_s=round(step.retry_delay_s, 3) if step.retry_delay_s else None,
-                )

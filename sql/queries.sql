@@ -375,15 +375,21 @@ RETURNING id;
 -- :in_flight {target: deliveries this dispatcher already has in flight}.
 -- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
 -- traceparent: the task's, sent with every delivery of it (relay.tracing).
+-- Every lookup carries the partition key (a task's rows share its month) and the sibling
+-- check is a per-row probe of deliveries_task (OFFSET 0 keeps it a subplan rather than a
+-- join over every waiting delivery), so the plan stays index lookups whatever the
+-- statistics (or their absence in a fresh database) say. body: the payload's bytes as sent.
 WITH ready AS (
-    SELECT d.id, d.target, d.event_id, d.subscription_id, d.next_attempt_at
+    SELECT d.id, d.task_created_at, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
     WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
       AND coalesce((:in_flight::jsonb ->> d.target)::int, 0) < :per_target_limit
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
-          WHERE e.task_id = d.task_id AND e.target = d.target AND e.event_seq < d.event_seq
-            AND e.status IN ('pending', 'failed'))
+          WHERE e.task_id = d.task_id AND e.task_created_at = d.task_created_at
+            AND e.target = d.target AND e.event_seq < d.event_seq
+            AND e.status IN ('pending', 'failed')
+          OFFSET 0)
       AND (d.subscription_id IS NULL OR EXISTS (
           SELECT 1 FROM subscriptions s
           WHERE s.id = d.subscription_id AND s.enabled AND s.deleted_at IS NULL))
@@ -391,8 +397,8 @@ WITH ready AS (
     LIMIT :batch_size
     FOR UPDATE OF d SKIP LOCKED
 ), due AS (
-    SELECT id, event_id, subscription_id, due_at
-    FROM (SELECT id, event_id, subscription_id, next_attempt_at AS due_at,
+    SELECT id, task_created_at, event_id, subscription_id
+    FROM (SELECT id, task_created_at, event_id, subscription_id,
                  coalesce((:in_flight::jsonb ->> target)::int, 0)
                      + row_number() OVER (PARTITION BY target ORDER BY next_attempt_at)
                      AS in_flight
@@ -406,13 +412,14 @@ SET lease_owner = :owner,
     url = coalesce(s.url, d.url),
     updated_at = now()
 FROM due
-JOIN webhook_events w ON w.id = due.event_id
+JOIN webhook_events w ON w.id = due.event_id AND w.task_created_at = due.task_created_at
 JOIN clients c ON c.id = w.client_id
 LEFT JOIN subscriptions s ON s.id = due.subscription_id
-WHERE d.id = due.id
-RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count, d.retry_index,
-          w.payload::text AS body, w.created_at AS event_created_at,
-          extract(epoch FROM now() - due.due_at)::float8 AS due_lag_s,
+WHERE d.id = due.id AND d.task_created_at = due.task_created_at
+RETURNING d.id, d.task_created_at, d.event_id, d.target, d.url, d.subscription_id,
+          d.attempt_count, d.retry_index,
+          convert_to(w.payload::text, 'UTF8') AS body,
+          extract(epoch FROM w.created_at)::float8 AS event_created_s,
           coalesce(s.secret, c.signing_secret) AS secret,
           CASE WHEN due.subscription_id IS NOT NULL
                THEN CASE WHEN s.previous_secret_until > :now THEN s.previous_secret END
@@ -421,12 +428,22 @@ RETURNING d.id, d.event_id, d.target, d.url, d.subscription_id, d.attempt_count,
           (SELECT t.traceparent FROM tasks t WHERE t.id = d.task_id) AS traceparent;
 
 -- name: complete_deliveries
--- Record a batch of attempt outcomes (append-only attempts) while the lease is still ours.
+-- Record a batch of attempt outcomes while the lease is still ours, in one statement: each
+-- delivery's new state, its attempt (append-only), and the health of the subscriptions
+-- involved (a success ends a run of failures, a failure starts one; disabling is left to
+-- record_subscription_health, which the caller runs when `overdue` is not empty). One array
+-- per column, rows found by primary key (= ANY, the partition key's range prunes months):
+-- index lookups whatever the statistics say, never a hash join over a whole partition.
+-- Subscription rows another dispatcher is changing are skipped (its batch says the same).
+-- Returns the deliveries recorded, and the subscriptions whose run of failures has lasted
+-- :disable_after_s.
 WITH r AS (
-    SELECT * FROM jsonb_to_recordset(:outcomes::jsonb) AS r(
-        id text, attempt int, status text, status_code int, response_excerpt text,
-        error text, latency_ms float8, started_at timestamptz, retry_delay_s float8,
-        retry_index int)
+    SELECT *
+    FROM unnest(:ids::text[], :attempts::int[], :statuses::text[], :status_codes::int[],
+                :response_excerpts::text[], :errors::text[], :latencies_ms::float8[],
+                :started_at_s::float8[], :retry_delays_s::float8[], :retry_indexes::int[])
+        AS r(id, attempt, status, status_code, response_excerpt, error, latency_ms,
+             started_at_s, retry_delay_s, retry_index)
 ), upd AS (
     UPDATE deliveries d
     SET status = r.status,
@@ -439,15 +456,35 @@ WITH r AS (
         lease_owner = NULL,
         updated_at = now()
     FROM r
-    WHERE d.id = r.id AND d.lease_owner = :owner
+    WHERE d.id = ANY(:ids::text[])
+      AND d.task_created_at BETWEEN :oldest::timestamptz AND :newest::timestamptz
+      AND d.id = r.id AND d.lease_owner = :owner
     RETURNING d.id, d.task_created_at
+), attempts AS (
+    INSERT INTO delivery_attempts (delivery_id, task_created_at, attempt, status_code,
+                                   response_excerpt, error, latency_ms, started_at)
+    SELECT r.id, upd.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
+           r.latency_ms, to_timestamp(r.started_at_s)
+    FROM r JOIN upd ON upd.id = r.id
+), watched AS (
+    SELECT id, id = ANY(:succeeded::text[]) AS ok,
+           enabled AND coalesce(
+               failing_since <= now() - make_interval(secs => :disable_after_s), false)
+               AS overdue
+    FROM subscriptions
+    WHERE (id = ANY(:succeeded::text[]) OR id = ANY(:failed::text[])) AND deleted_at IS NULL
+), changing AS (
+    SELECT s.id, w.ok FROM subscriptions s JOIN watched w ON w.id = s.id
+    WHERE (w.ok AND s.failing_since IS NOT NULL) OR (NOT w.ok AND s.failing_since IS NULL)
+    FOR UPDATE OF s SKIP LOCKED
+), health AS (
+    UPDATE subscriptions s
+    SET failing_since = CASE WHEN c.ok THEN NULL ELSE coalesce(s.failing_since, now()) END
+    FROM changing c
+    WHERE s.id = c.id
 )
-INSERT INTO delivery_attempts (delivery_id, task_created_at, attempt, status_code,
-                               response_excerpt, error, latency_ms, started_at)
-SELECT r.id, upd.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
-       r.latency_ms, r.started_at
-FROM r JOIN upd ON upd.id = r.id
-RETURNING delivery_id;
+SELECT ARRAY(SELECT id FROM upd) AS recorded,
+       ARRAY(SELECT id FROM watched WHERE NOT ok AND overdue) AS overdue;
 
 -- name: release_delivery_leases
 -- Shutdown (or a skipped attempt): hand deliveries back at once, the unmade attempt uncounted.

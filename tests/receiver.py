@@ -66,6 +66,9 @@ class Receiver:
         self._scripts: dict[str | None, list[Reply]] = {}
         self._closing = asyncio.Event()
         self.server: TestServer | None = None
+        # Requests being answered right now, and the most there ever were at once.
+        self.active = 0
+        self.max_active = 0
 
     def script(self, *replies: Reply | int, path: str | None = None) -> None:
         """Answer the next requests (on `path`, or on any path) with these replies, in order.
@@ -100,6 +103,14 @@ class Receiver:
         return await wait_for(arrived, timeout=timeout)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.requests.append(
             Received(request.path, {k.lower(): v for k, v in request.headers.items()}, body)

@@ -16,7 +16,7 @@ DENY = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "1
 
 
 def result(status: int | None, retry_after: float | None = None) -> AttemptResult:
-    return AttemptResult(status, None, None, 0.01, NOW, retry_after)
+    return AttemptResult(status, None, None, 0.01, NOW.timestamp(), retry_after)
 
 
 def test_any_2xx_succeeds() -> None:

@@ -166,3 +166,18 @@ async def test_replicas_share_the_outbox_sending_each_event_once_and_in_order(
         for task in tasks:
             seen = [r.event_type for r in receiver.on(path) if r.json["data"]["id"] == task["id"]]
             assert seen == LIFECYCLE
+
+
+async def test_never_more_requests_at_once_than_dispatch_concurrency(
+    relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    client = await new_client()
+    await subscribe(relay_app, client, receiver.url("/hooks"))
+    receiver.default = Reply(200, delay_s=0.2)  # slow enough for requests to overlap
+    tasks = [await submit_task(relay_app, client) for _ in range(6)]
+    await dispatchers.start(dispatch_concurrency=2, dispatch_per_target_concurrency=8)
+
+    for task in tasks:
+        await wait_for_delivery(relay_app, client, task["id"], "succeeded")
+    assert len(receiver.requests) == 6
+    assert receiver.max_active == 2
