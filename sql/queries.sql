@@ -137,7 +137,11 @@ SELECT count(*) FROM (
 -- Upstream accepts again: every submission the resubmitter deferred is due now; the budget
 -- paces them. (A first attempt still in flight in the API has submit_attempts = 1.)
 -- Rows another transaction holds are skipped: they are being submitted or rescheduled.
-UPDATE tasks SET next_submit_at = now()
+-- The retry this causes is the relay's initiative: the claim counts it, this takes it back,
+-- so a task pulled forward after every accepted submission keeps the backoff its own
+-- failures earned instead of doubling it per pull (and waiting a minute once upstream is
+-- well again).
+UPDATE tasks SET next_submit_at = now(), submit_attempts = submit_attempts - 1
 WHERE id IN (SELECT id FROM tasks
              WHERE status = 'queued' AND upstream_task_id IS NULL AND lease_owner IS NULL
                AND submit_attempts > 1 AND next_submit_at > now()

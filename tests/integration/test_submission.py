@@ -132,6 +132,28 @@ async def test_backoff_grows_with_each_failed_attempt(
     assert delays[-1] > 2 * delays[0]
 
 
+async def test_retries_the_relay_pulls_forward_do_not_double_the_backoff(
+    relay_app: TestClient,
+    new_client: NewClient,
+    sim: SimulatorState,
+    store: Store,
+    resubmit: Callable[[], Awaitable[int]],
+) -> None:
+    """After an outage every deferred task is pulled forward on each accepted submission;
+    those retries are the relay's initiative, not evidence that upstream needs more time."""
+    client = await new_client()
+    sim.fail_next("submit", 6, 503)
+    task = await submit(relay_app, client)  # attempt 1 fails: deferred, about 1 s
+    await make_due(store, task["id"])
+    assert await resubmit() == 1  # attempt 2 fails: about 2 s
+    for _ in range(4):  # four pulls forward, four more failures
+        await store.execute("pull_deferred_submissions")
+        assert await resubmit() == 1
+    assert len(sim.requests_to("submit")) == 6
+    # Backoff as after two failures (2 s, jittered), not after six (32 s).
+    assert await seconds_until_next_submit(store, task["id"]) < 2 * 1.2 + 0.5
+
+
 class LoopbackSimulator:
     """A simulator the test can stop and start again on the same port.
 
