@@ -29,6 +29,7 @@ import uuid
 
 import aiohttp
 
+from relay.app import DISPATCH_POOL_SIZE
 from relay.clients import create_client
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
@@ -157,7 +158,11 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
                 pass
 
             session = create_webhook_session(settings)
-            dispatcher = Dispatcher(store, session, DispatcherSettings.from_settings(settings))
+            # As `relay serve` runs it: on connections of its own with generic plans.
+            dispatch_store = await Store.open(dsn, size=DISPATCH_POOL_SIZE, generic_plans=True)
+            dispatcher = Dispatcher(
+                dispatch_store, session, DispatcherSettings.from_settings(settings)
+            )
             started, cpu = time.perf_counter(), time.process_time()
             runner = asyncio.create_task(dispatcher.run())
             # Cheap completion check (the partial index of waiting deliveries), rarely, so
@@ -205,6 +210,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             dispatcher.stop()
             await runner
             await session.close()
+            await dispatch_store.close()
             await store.close()
 
         def pct(p: float) -> float:

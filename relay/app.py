@@ -25,6 +25,7 @@ from relay.janitor import Janitor
 from relay.keys import (
     BUDGET,
     CATALOG,
+    DISPATCH_STORE,
     DURATIONS,
     HTTP_SESSION,
     RUNTIME,
@@ -50,6 +51,9 @@ MAX_BODY_BYTES = 1024 * 1024
 # One pooled ClientSession serves upstream calls; bounded so a slow upstream cannot
 # exhaust sockets, generous enough for the poller's concurrency.
 UPSTREAM_CONNECTIONS = 256
+# The dispatcher's own connections: one claim and a few completions of batches in flight
+# at a time (more would only queue in Postgres).
+DISPATCH_POOL_SIZE = 4
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -95,7 +99,21 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await store.close()
         raise
     app[STORE] = store
+    # The dispatcher claims and completes on connections of its own that keep one plan
+    # per statement (Store.open: generic_plans); nothing else runs on them.
+    dispatch_store = None
+    if "dispatcher" in settings.roles:
+        try:
+            dispatch_store = await Store.open(
+                settings.database_url, size=DISPATCH_POOL_SIZE, generic_plans=True
+            )
+        except BaseException:
+            await store.close()
+            raise
+        app[DISPATCH_STORE] = dispatch_store
     yield
+    if dispatch_store is not None:
+        await dispatch_store.close()
     await app[STORE].close()
 
 
@@ -155,7 +173,9 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
             durations=app[DURATIONS],
         ),
         "dispatcher": Dispatcher(
-            app[STORE], app[WEBHOOK_SESSION], DispatcherSettings.from_settings(settings)
+            app.get(DISPATCH_STORE) or app[STORE],
+            app[WEBHOOK_SESSION],
+            DispatcherSettings.from_settings(settings),
         ),
         "janitor": Janitor(
             app[STORE],

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey["Settings"]("settings")
 STORE = web.AppKey["Store"]("store")
+# The dispatcher's own few connections (generic plans: relay.app._database).
+DISPATCH_STORE = web.AppKey["Store"]("dispatch_store")
 HTTP_SESSION = web.AppKey[aiohttp.ClientSession]("http_session")
 WEBHOOK_SESSION = web.AppKey[aiohttp.ClientSession]("webhook_session")
 UPSTREAM = web.AppKey["UpstreamClient"]("upstream")

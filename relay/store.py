@@ -249,8 +249,16 @@ class Store(Db):
         self.dsn = dsn
 
     @classmethod
-    async def open(cls, dsn: str, *, size: int = 10) -> Store:
-        """Connect a pool; every connection decodes json/jsonb to Python values."""
+    async def open(cls, dsn: str, *, size: int = 10, generic_plans: bool = False) -> Store:
+        """Connect a pool; every connection decodes json/jsonb to Python values.
+
+        `generic_plans`: every statement on these connections runs the plan Postgres made
+        once for it (`plan_cache_mode = force_generic_plan`) instead of planning it again
+        per call. Only for a pool whose few statements have one good plan whatever their
+        parameters (the dispatcher's claim was planned anew on every call: 1.35 ms of
+        planning for 1.2 ms of execution). Such plans rely on statistics, which
+        autovacuum keeps (a plan is made again after each ANALYZE).
+        """
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
@@ -258,6 +266,7 @@ class Store(Db):
             init=_init_connection,
             reset=_reset_connection,
             command_timeout=60,
+            server_settings={"plan_cache_mode": "force_generic_plan"} if generic_plans else None,
         )
         return cls(pool, dsn)
 

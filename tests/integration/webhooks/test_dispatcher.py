@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from relay.keys import DISPATCH_STORE, RUNTIME, STORE
 from relay.store import Store
 from tests.helpers import get_json, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
@@ -181,3 +183,15 @@ async def test_never_more_requests_at_once_than_dispatch_concurrency(
         await wait_for_delivery(relay_app, client, task["id"], "succeeded")
     assert len(receiver.requests) == 6
     assert receiver.max_active == 2
+
+
+async def test_the_dispatcher_role_claims_on_connections_that_keep_one_plan(
+    start_relay: Any,
+) -> None:
+    """Planning the claim anew each call cost more than running it (README: Throughput)."""
+    api = await start_relay(roles="api,dispatcher")
+    app = api.server.app
+    dispatcher = app[RUNTIME].loop("dispatcher")
+    assert dispatcher.store is app[DISPATCH_STORE]
+    assert await app[DISPATCH_STORE].pool.fetchval("SHOW plan_cache_mode") == ("force_generic_plan")
+    assert await app[STORE].pool.fetchval("SHOW plan_cache_mode") == "auto"
