@@ -5,6 +5,9 @@
 1. Baseline: a bare aiohttp loop POSTs N bodies of the same size to the same receiver with
    the same concurrency (no database, no signing): the ceiling for this machine.
 2. Throughput: N deliveries already in the outbox; one dispatcher drains them.
+   Steps 1 and 2 alternate for --rounds rounds and the median ratio is the figure: on a
+   shared machine the bare loop alone varies by half from one minute to the next.
+   Postgres's CPU (its processes on this machine) and WAL per delivery are printed too.
 3. Latency: status changes committed one at a time at --rate per second while the
    dispatcher idles on LISTEN; time from commit to the receiver's receipt.
 
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -76,6 +81,21 @@ async def _insert_tasks(store: Store, client_id: int, count: int) -> list[dict]:
         uuid.uuid4().hex[:6],
     )
     return [dict(r) for r in rows]
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by this machine's postgres processes (0 when none is local)."""
+    total = 0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
+            fields = text[text.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _processing(row: dict) -> TaskOutcome:
@@ -142,40 +162,66 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
 
-            tasks = await _insert_tasks(store, client_id, args.deliveries)
-            for start in range(0, len(tasks), 1000):
-                async with store.transaction() as db:
-                    await record_task_outcomes(
-                        db, None, [_processing(r) for r in tasks[start : start + 1000]]
-                    )
-            # What autovacuum does for a production database (see the docstring).
-            await store.pool.execute("ANALYZE")
-            sample = await store.pool.fetchval("SELECT payload FROM webhook_events LIMIT 1")
-            body = json.dumps(sample, separators=(",", ":")).encode()
-
-            rps, base_cpu_us = await baseline(hook, [body] * args.deliveries, args.concurrency)
-            async with http.post(f"http://127.0.0.1:{port}/reset"):
-                pass
-
             session = create_webhook_session(settings)
             # As `relay serve` runs it: on connections of its own with generic plans.
             dispatch_store = await Store.open(dsn, size=DISPATCH_POOL_SIZE, generic_plans=True)
             dispatcher = Dispatcher(
                 dispatch_store, session, DispatcherSettings.from_settings(settings)
             )
-            started, cpu = time.perf_counter(), time.process_time()
-            runner = asyncio.create_task(dispatcher.run())
-            # Cheap completion check (the partial index of waiting deliveries), rarely, so
-            # the benchmark does not take Postgres time from the dispatcher it measures.
-            while await store.pool.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed')"
-            ):
-                await asyncio.sleep(0.2)
-            drained = time.perf_counter() - started
-            # CPU time is what the shared machine cannot steal: comparable between runs.
-            cpu_us = (time.process_time() - cpu) / args.deliveries * 1e6
-            got = (await _get(http, f"http://127.0.0.1:{port}/stats"))["count"]
+            rounds = []
+            for number in range(1, args.rounds + 1):
+                tasks = await _insert_tasks(store, client_id, args.deliveries)
+                for start in range(0, len(tasks), 1000):
+                    async with store.transaction() as db:
+                        await record_task_outcomes(
+                            db, None, [_processing(r) for r in tasks[start : start + 1000]]
+                        )
+                # What autovacuum does for a production database (see the docstring).
+                await store.pool.execute("ANALYZE")
+                sample = await store.pool.fetchval("SELECT payload FROM webhook_events LIMIT 1")
+                body = json.dumps(sample, separators=(",", ":")).encode()
 
+                rps, base_cpu_us = await baseline(hook, [body] * args.deliveries, args.concurrency)
+                async with http.post(f"http://127.0.0.1:{port}/reset"):
+                    pass
+
+                wal_start = await store.pool.fetchval("SELECT pg_current_wal_lsn()")
+                pg_cpu = postgres_cpu_s()
+                started, cpu = time.perf_counter(), time.process_time()
+                runner = asyncio.create_task(dispatcher.run())
+                # Cheap completion check (the partial index of waiting deliveries), rarely,
+                # so the benchmark does not take Postgres time from the dispatcher it measures.
+                while await store.pool.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed')"
+                ):
+                    await asyncio.sleep(0.2)
+                drained = time.perf_counter() - started
+                # CPU time is what the shared machine cannot steal: comparable between runs.
+                cpu_us = (time.process_time() - cpu) / args.deliveries * 1e6
+                pg_cpu_us = (postgres_cpu_s() - pg_cpu) / args.deliveries * 1e6
+                wal_bytes = await store.pool.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_start
+                )
+                dispatcher.stop()
+                await runner
+                dispatcher = Dispatcher(
+                    dispatch_store, session, DispatcherSettings.from_settings(settings)
+                )
+                got = (await _get(http, f"http://127.0.0.1:{port}/stats"))["count"]
+                async with http.post(f"http://127.0.0.1:{port}/reset"):
+                    pass
+                rate = args.deliveries / drained
+                rounds.append(rate / rps)
+                print(
+                    f"round {number}: bare loop {rps:.0f} req/s ({base_cpu_us:.0f} µs CPU per "
+                    f"request); dispatcher {rate:.0f} deliveries/s ({got} received in "
+                    f"{drained:.1f}s), {rate / rps:.0%} of the bare loop, {cpu_us:.0f} µs CPU "
+                    f"per delivery; Postgres {pg_cpu_us:.0f} µs CPU and "
+                    f"{float(wal_bytes) / args.deliveries:.0f} bytes of WAL per delivery",
+                    flush=True,
+                )
+
+            runner = asyncio.create_task(dispatcher.run())
             # Latency: one committed status change at a time, dispatcher idle on LISTEN.
             async with http.post(f"http://127.0.0.1:{port}/reset"):
                 pass
@@ -217,12 +263,9 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             return latencies[min(len(latencies) - 1, int(len(latencies) * p))]
 
         print(
-            f"baseline bare aiohttp loop: {rps:.0f} req/s ({args.deliveries} posts, "
-            f"concurrency {args.concurrency}), {base_cpu_us:.0f} µs CPU per request\n"
-            f"dispatcher: {args.deliveries / drained:.0f} deliveries/s "
-            f"({got} received in {drained:.1f}s), "
-            f"{args.deliveries / drained / rps:.0%} of baseline, {cpu_us:.0f} µs CPU per "
-            f"delivery ({base_cpu_us / cpu_us:.0%} of the bare loop's CPU cost)\n"
+            f"dispatcher / bare loop, median of {len(rounds)} rounds of {args.deliveries} at "
+            f"concurrency {args.concurrency}: {statistics.median(rounds):.0%} "
+            f"(rounds: {', '.join(f'{r:.0%}' for r in rounds)})\n"
             f"commit->receipt latency ms (n={len(latencies)} at {args.rate}/s): "
             f"p50={pct(0.5):.1f} p95={pct(0.95):.1f} p99={pct(0.99):.1f} max={latencies[-1]:.1f}"
         )
@@ -237,6 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="bare loop / dispatcher pairs")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50, help="status changes per second")
     parser.add_argument(

@@ -1,8 +1,9 @@
 """Delivers signed webhooks from the outbox: claim a batch, send it, record every attempt.
 
-A delivery is leased by setting `next_attempt_at` to now + lease and `lease_owner` to this
-dispatcher; the HTTP call happens outside any transaction; the outcome is written by a
-query that only touches rows whose lease is still ours. A dispatcher that dies therefore
+A delivery is leased by setting `leased_until` to now + lease and `lease_owner` to this
+dispatcher (no index covers either, so the claim is a HOT update; see 0013); the HTTP call
+happens outside any transaction; the outcome is written by a query that only touches rows
+whose lease is still ours. A dispatcher that dies therefore
 leaves its deliveries to whoever claims them after the lease, with the same webhook-id.
 
 Dispatchers sleep on LISTEN relay_outbox (a dedicated connection, reconnected with

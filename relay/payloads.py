@@ -80,6 +80,15 @@ def _parked(when: datetime | None) -> bool:
     return when is not None and when.year == datetime.max.year
 
 
+def _next_attempt_at(row: Mapping[str, Any]) -> datetime | None:
+    """When the next attempt is due: while one is in flight, when its lease runs out."""
+    due = row["next_attempt_at"]
+    leased_until = row.get("leased_until")
+    if leased_until is not None and due is not None and leased_until > due:
+        return leased_until
+    return due
+
+
 def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """A webhook delivery (with `attempts` when the row carries them)."""
     body = {
@@ -93,7 +102,7 @@ def delivery_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "attempt_count": row["attempt_count"],
         "last_status_code": row["last_status_code"],
         "last_error": row["last_error"],
-        "next_attempt_at": iso(row["next_attempt_at"])
+        "next_attempt_at": iso(_next_attempt_at(row))
         if row["status"] in ("pending", "failed") and not _parked(row["next_attempt_at"])
         else None,
         "created_at": iso(row["created_at"]),

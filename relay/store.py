@@ -313,6 +313,7 @@ class Store(Db):
             if not lost.done():
                 lost.set_exception(ConnectionError("listen connection lost"))
 
+        getter: asyncio.Future[None] | None = None
         try:
             conn.add_termination_listener(on_lost)
             await conn.add_listener(channel, on_notify)
@@ -324,6 +325,10 @@ class Store(Db):
                     lost.result()
                 yield None
         finally:
+            # Closed or cancelled while waiting (a loop stopping): the pending get goes too,
+            # or asyncio logs "Task was destroyed but it is pending" when it is collected.
+            if getter is not None:
+                getter.cancel()
             if not lost.done():
                 lost.cancel()
             await conn.close(timeout=5)

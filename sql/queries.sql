@@ -377,7 +377,9 @@ RETURNING id;
 -- Lease due deliveries whose earlier siblings (same task and target) are finished.
 -- :now is "now" for the secret-rotation window, :per_target_limit the per-target cap,
 -- :in_flight {target: deliveries this dispatcher already has in flight}.
--- The lease is next_attempt_at; a subscription delivery goes to the subscription's current URL.
+-- The lease is leased_until (unindexed, so the claim is a HOT update: see 0013); a delivery
+-- is claimable when due and not leased or its lease ran out. A subscription delivery goes to
+-- the subscription's current URL.
 -- traceparent: the task's, sent with every delivery of it (relay.tracing).
 -- Every lookup carries the partition key (a task's rows share its month) and the sibling
 -- check is a per-row probe of deliveries_task (OFFSET 0 keeps it a subplan rather than a
@@ -387,6 +389,7 @@ WITH ready AS (
     SELECT d.id, d.task_created_at, d.target, d.event_id, d.subscription_id, d.next_attempt_at
     FROM deliveries d
     WHERE d.status IN ('pending', 'failed') AND d.next_attempt_at <= now()
+      AND (d.leased_until IS NULL OR d.leased_until <= now())
       AND coalesce((:in_flight::jsonb ->> d.target)::int, 0) < :per_target_limit
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
@@ -411,7 +414,7 @@ WITH ready AS (
 )
 UPDATE deliveries d
 SET lease_owner = :owner,
-    next_attempt_at = now() + make_interval(secs => :lease_s),
+    leased_until = now() + make_interval(secs => :lease_s),
     attempt_count = d.attempt_count + 1,
     url = coalesce(s.url, d.url),
     updated_at = now()
@@ -458,6 +461,7 @@ WITH r AS (
                                ELSE now() + make_interval(secs => r.retry_delay_s) END,
         delivered_at = CASE WHEN r.status = 'succeeded' THEN now() END,
         lease_owner = NULL,
+        leased_until = NULL,
         updated_at = now()
     FROM r
     WHERE d.id = ANY(:ids::text[])
@@ -492,8 +496,9 @@ SELECT ARRAY(SELECT id FROM upd) AS recorded,
 
 -- name: release_delivery_leases
 -- Shutdown (or a skipped attempt): hand deliveries back at once, the unmade attempt uncounted.
+-- They were due when claimed, so they are due now (next_attempt_at is left alone: HOT).
 UPDATE deliveries
-SET lease_owner = NULL, next_attempt_at = now(), attempt_count = attempt_count - 1,
+SET lease_owner = NULL, leased_until = NULL, attempt_count = attempt_count - 1,
     updated_at = now()
 WHERE lease_owner = :owner AND status IN ('pending', 'failed');
 

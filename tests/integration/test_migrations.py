@@ -188,3 +188,85 @@ async def test_client_keys_migration_keeps_every_key_role_and_task_owner(
         assert await authenticate(store, keys["gone"]) is None
     finally:
         await store.close()
+
+
+async def test_delivery_lease_migration_keeps_deliveries_in_flight_leased(
+    empty_database_url: str,
+) -> None:
+    """0013 moves the lease out of next_attempt_at: a lease taken before it still holds."""
+    from datetime import UTC, date, datetime
+
+    from relay.clients import create_client
+    from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
+
+    await migrate(empty_database_url, target=12)
+    store = await Store.open(empty_database_url, size=2)
+    try:
+        await create_client(store, "svc")
+        client_id = await store.pool.fetchval("SELECT id FROM clients WHERE name = 'svc'")
+        await store.pool.execute(
+            "INSERT INTO subscriptions (id, client_id, url, secret)"
+            " VALUES ('sub_m', $1, 'http://127.0.0.1:9/hook', 'whsec_QUFBQUFBQUFBQUFBQUFBQUFB')",
+            client_id,
+        )
+        tasks = await store.pool.fetch(
+            "INSERT INTO tasks (id, client_id, client_name, model, input, status)"
+            " SELECT 'tsk_m' || g, $1, 'svc', 'kling-video-o1', '{}', 'queued'"
+            " FROM generate_series(1, 2) g RETURNING *",
+            client_id,
+        )
+        async with store.transaction() as db:
+            await record_task_outcomes(
+                db,
+                None,
+                [
+                    TaskOutcome.from_row(
+                        row,
+                        status="processing",
+                        entries=[NewHistoryEntry.status_change("queued", "processing", "upstream")],
+                        poll_interval_s=1,
+                        poll_delay_s=3600,
+                    )
+                    for row in tasks
+                ],
+            )
+        # Claimed the 0012 way: the lease's expiry in next_attempt_at.
+        leased = await store.pool.fetchval(
+            "UPDATE deliveries SET lease_owner = 'old-dispatcher', attempt_count = 1,"
+            " next_attempt_at = now() + interval '1 minute'"
+            " WHERE task_id = 'tsk_m1' RETURNING id"
+        )
+    finally:
+        await store.close()
+
+    assert await migrate(empty_database_url) == [13]
+
+    rows = await fetch(
+        empty_database_url,
+        "SELECT id, leased_until = next_attempt_at AS carried, leased_until FROM deliveries",
+    )
+    assert {r["id"]: r["carried"] for r in rows if r["leased_until"] is not None} == {leased: True}
+    store = await Store.open(empty_database_url, size=2)
+    try:
+        claimed = await store.fetch(
+            "claim_due_deliveries",
+            owner="new-dispatcher",
+            batch_size=10,
+            lease_s=60.0,
+            now=datetime.now(UTC),
+            per_target_limit=8,
+            in_flight={},
+        )
+        assert [r["id"] for r in claimed] == [r["id"] for r in rows if r["id"] != leased]
+        # Every deliveries partition, those made later included, leaves room for HOT claims.
+        await store.execute(
+            "ensure_history_partitions", first_month=date(2100, 1, 1), last_month=date(2100, 1, 1)
+        )
+        options = await store.pool.fetch(
+            "SELECT c.relname, c.reloptions FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'deliveries'::regclass"
+        )
+        assert "deliveries_p2100_01" in {r["relname"] for r in options}
+        assert all(r["reloptions"] == ["fillfactor=75"] for r in options)
+    finally:
+        await store.close()

@@ -70,7 +70,8 @@ async def wait_for_delivery(
 async def expire_leases(store: Store) -> None:
     """Make every waiting delivery due now (a lease expiring, a retry time arriving)."""
     await store.pool.execute(
-        "UPDATE deliveries SET next_attempt_at = now() WHERE status IN ('pending', 'failed')"
+        "UPDATE deliveries SET next_attempt_at = now(), leased_until = NULL"
+        " WHERE status IN ('pending', 'failed')"
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from relay.keys import DISPATCH_STORE, RUNTIME, STORE
-from relay.store import Store
+from relay.store import Db, Store
 from tests.helpers import get_json, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (
@@ -72,6 +73,53 @@ async def test_abandoned_claim_is_delivered_by_another_dispatcher_after_its_leas
     assert done["status"] == "succeeded"
 
 
+async def test_a_claim_touches_no_index_and_its_lease_alone_keeps_others_off(
+    relay_app: TestClient, store: Store, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    """The lease is an unindexed column: claiming is a HOT update (0013, README: Throughput)."""
+    client = await new_client()
+    await subscribe(relay_app, client, receiver.url("/hooks"))
+    task = await submit_task(relay_app, client)
+    partition = await store.pool.fetchval(
+        "SELECT relay_history_partition_name('deliveries', date_trunc('month', created_at)::date)"
+        " FROM tasks WHERE id = $1",
+        task["id"],
+    )
+    async with store.pool.acquire() as conn, conn.transaction():
+        (claimed,) = await Db(conn).fetch(
+            "claim_due_deliveries",
+            owner="test-dispatcher",
+            batch_size=10,
+            lease_s=60.0,
+            now=datetime.now(UTC),
+            per_target_limit=8,
+            in_flight={},
+        )
+        # Counted for this transaction alone: the claim wrote a heap-only tuple.
+        hot = await conn.fetchval(
+            "SELECT pg_stat_get_xact_tuples_hot_updated($1::regclass)", partition
+        )
+        assert hot == 1
+    row = await store.pool.fetchrow(
+        "SELECT next_attempt_at, leased_until, lease_owner FROM deliveries WHERE id = $1",
+        claimed["id"],
+    )
+    assert row["lease_owner"] == "test-dispatcher"
+    assert row["next_attempt_at"] <= datetime.now(UTC) < row["leased_until"]
+
+    other = dispatchers.make()
+    assert await other.run_once() == 0  # due, but leased: not sent twice at once
+    await store.pool.execute(
+        "UPDATE deliveries SET leased_until = now() - interval '1 second' WHERE id = $1",
+        claimed["id"],
+    )
+    assert await other.run_once() == 1  # the lease ran out: due again, same webhook-id
+    (request,) = receiver.requests
+    assert request.webhook_id == claimed["event_id"]
+    (done,) = await task_deliveries(relay_app, client, task["id"])
+    assert done["status"] == "succeeded" and done["attempt_count"] == 2
+
+
 async def test_release_on_shutdown_hands_leases_back_at_once(
     relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
 ) -> None:
@@ -109,6 +157,24 @@ async def test_notify_wakes_the_dispatcher_and_its_listen_connection_reconnects(
     await wait_for(replaced)
     await submit_task(relay_app, client)
     await receiver.wait_for_requests(2, timeout=5)
+
+
+async def test_a_stopped_dispatcher_leaves_no_listen_wait_behind(
+    store: Store, dispatchers: Dispatchers
+) -> None:
+    """Stopping used to leave the LISTEN loop's pending queue read for asyncio to complain of."""
+    dispatcher = await dispatchers.start(**NO_BACKSTOP)
+    await wait_for(lambda: listen_backends(store))
+    waiting = {t for t in asyncio.all_tasks() if "Queue.get" in repr(t.get_coro())}
+    assert waiting  # the LISTEN loop is waiting for a notification
+
+    dispatcher.stop()
+
+    async def ended() -> bool | None:
+        return all(t.done() for t in waiting) or None
+
+    await wait_for(ended)
+    assert all(t.cancelled() for t in waiting)
 
 
 async def test_slow_subscriber_does_not_hold_up_other_subscribers(
