@@ -35,6 +35,7 @@ import uuid
 import aiohttp
 
 from relay.app import DISPATCH_POOL_SIZE
+from relay.cli import settle_gc
 from relay.clients import create_client
 from relay.config import Settings
 from relay.dispatcher import Dispatcher, DispatcherSettings
@@ -168,6 +169,8 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             dispatcher = Dispatcher(
                 dispatch_store, session, DispatcherSettings.from_settings(settings)
             )
+            if args.gc == "relay":
+                settle_gc()  # as `relay serve` does once started; both loops run with it
             rounds = []
             for number in range(1, args.rounds + 1):
                 tasks = await _insert_tasks(store, client_id, args.deliveries)
@@ -289,6 +292,13 @@ def main() -> None:
         default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         help="event loop for both the bare loop and the dispatcher (`relay serve` uses uvloop "
         "when installed)",
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("relay", "default"),
+        default="relay",
+        help="garbage collector settings for both loops: relay.cli.settle_gc, as `relay serve` "
+        "runs, or CPython's defaults",
     )
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -248,6 +249,27 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+# The cyclic garbage collector's thresholds for a running service (CPython's are 700, 10,
+# 10). A webhook attempt or an API request allocates hundreds of objects, so with 700 a
+# young collection ran every request or two and the older generations, which hold the
+# whole process, were walked far more often than they change. See settle_gc().
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def settle_gc() -> None:
+    """Once started: move what exists now out of the collector's way and collect less often.
+
+    Everything alive at this point (modules, the app, pools, compiled schemas) lives as
+    long as the process; `gc.freeze()` keeps later collections from walking it again. The
+    thresholds then let young objects die by reference count before a collection looks at
+    them. Measured with `bench/dispatcher_bench.py` (README "Throughput"): about a fifth
+    less CPU per delivery. Cycles are still collected, only in larger batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM/SIGINT; exit 0 after a graceful stop, 1 if a loop died."""
     from aiohttp import web
@@ -266,6 +288,7 @@ def serve(settings: Settings) -> int:
             signal.raise_signal(signal.SIGTERM)  # run_app's handler stops the server cleanly
 
         app[RUNTIME].on_fatal = fatal
+        settle_gc()  # after the cleanup contexts above: pools and loops exist now
 
     app.on_startup.append(on_startup)
     web.run_app(

@@ -46,9 +46,11 @@ from relay.store import OUTBOX_CHANNEL, Store
 
 log = structlog.get_logger(__name__)
 
-# Outcomes finishing within this window of each other are written in one transaction:
-# a few milliseconds of delay buys one commit per group instead of one per delivery.
-GROUP_COMMIT_WINDOW_S = 0.005
+# The most attempt outcomes one `complete_deliveries` statement writes. Outcomes are
+# written by one recorder per dispatcher, a statement at a time: what finished while the
+# previous statement ran is the next batch (group commit without waiting for a batch to
+# fill), so a burst shares a handful of commits and a lone delivery is written at once.
+MAX_RECORD_BATCH = 256
 # LISTEN reconnect backoff: quick first retry (a database restart is usually brief), capped
 # so a long outage costs one connection attempt every half minute.
 LISTEN_RETRY_MIN_S = 0.2
@@ -119,6 +121,9 @@ class Dispatcher(Loop):
         self._deny = tuple(settings.webhook_deny_cidrs)
         self._denied: dict[str, str | None] = {}
         self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
+        # Finished attempts waiting for the recorder, each with the future its sender awaits.
+        self._finished: list[tuple[Mapping[str, Any], AttemptResult, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -145,13 +150,12 @@ class Dispatcher(Loop):
         return rows
 
     async def deliver(self, batch: Sequence[Mapping[str, Any]]) -> None:
-        """Send a claimed batch concurrently; record outcomes as they come (group commit).
+        """Send a claimed batch concurrently; returns when every outcome is recorded.
 
-        Outcomes that finish together are written by one `complete_deliveries` call; a slow
-        attempt does not hold back the recording of the fast ones.
+        Each finished attempt is handed to the dispatcher's recorder, which writes the
+        outcomes of every batch in flight together (`_record_finished`): a slow attempt does
+        not hold back the recording of the fast ones, and concurrent batches share commits.
         """
-        # Finished attempts arrive on a queue: O(1) per completion, however large the batch.
-        results: asyncio.Queue[tuple[Mapping[str, Any], AttemptResult | None]] = asyncio.Queue()
 
         async def attempt(row: Mapping[str, Any]) -> None:
             result: AttemptResult | None = None
@@ -165,26 +169,50 @@ class Dispatcher(Loop):
                 # until recorded, so neither a re-claim nor a later event of the same task
                 # can overtake it.
                 self._done(row)
-            results.put_nowait((row, result))
+            if result is not None:
+                await self._hand_over(row, result)
 
         tasks = [asyncio.create_task(attempt(row), name=f"webhook-{row['id']}") for row in batch]
-        unrecorded = {row["id"]: row for row in batch}
         try:
-            while unrecorded:
-                finished = [await results.get()]
-                if len(unrecorded) > 1:
-                    await asyncio.sleep(GROUP_COMMIT_WINDOW_S)  # let neighbours join the commit
-                while not results.empty():
-                    finished.append(results.get_nowait())
-                try:
-                    await self._record([(row, res) for row, res in finished if res is not None])
-                finally:
-                    for row, _ in finished:
-                        del unrecorded[row["id"]]
+            await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _hand_over(self, row: Mapping[str, Any], result: AttemptResult) -> asyncio.Future[None]:
+        """Queue an outcome for the recorder (started if idle); resolved once it is written."""
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finished.append((row, result, recorded))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(
+                self._record_finished(), name="relay-dispatcher-recorder"
+            )
+        return recorded
+
+    async def _record_finished(self) -> None:
+        """Write what has finished, a statement at a time, until nothing waits."""
+        while self._finished:
+            batch = self._finished[:MAX_RECORD_BATCH]
+            del self._finished[:MAX_RECORD_BATCH]
+            try:
+                await self._record([(row, result) for row, result, _ in batch])
+            except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
+                for _, _, recorded in batch + self._finished:
+                    recorded.cancel()
+                self._finished = []
+                raise
+            except Exception as exc:
+                # The database refused or is gone: these leases run out and are retried.
+                for _, _, recorded in batch:
+                    if not recorded.done():
+                        recorded.set_exception(exc)
+            else:
+                for _, _, recorded in batch:
+                    if not recorded.done():  # its sender may have been cancelled meanwhile
+                        recorded.set_result(None)
+                # Recorded deliveries no longer hold back their tasks' later events.
+                self.wake()
 
     def _done(self, row: Mapping[str, Any]) -> None:
         target = row["target"]
