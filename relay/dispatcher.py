@@ -42,7 +42,7 @@ from relay.egress import Network, literal_ip_denied
 from relay.loops import Loop, new_owner_id
 from relay.retry_after import parse_retry_after
 from relay.signing import webhook_headers
-from relay.store import OUTBOX_CHANNEL, Store
+from relay.store import OUTBOX_CHANNEL, Db, Store
 
 log = structlog.get_logger(__name__)
 
@@ -319,11 +319,12 @@ class Dispatcher(Loop):
         return denied
 
     async def _record(self, finished: list[tuple[Mapping[str, Any], AttemptResult]]) -> None:
-        """Write a group of outcomes: one statement, plus a transaction when one disables.
+        """Write a group of outcomes: one statement, in a transaction when one may disable.
 
         `complete_deliveries` records the deliveries, their attempts and the subscriptions'
-        health at once. Only when a receiver answered 410 or a subscription has failed for
-        `webhook_disable_after_s` does a second transaction disable it and park what waits.
+        health at once. When a subscription's attempt failed, it runs in a transaction
+        that also disables the subscription (and parks what waits for it) if it answered
+        410 or has failed for `webhook_disable_after_s`: both commit, or neither.
         """
         if not finished:
             return
@@ -346,8 +347,7 @@ class Dispatcher(Loop):
                 oldest = created
             elif created > newest:
                 newest = created
-        written = await self.store.fetchrow(
-            "complete_deliveries",
+        completion = dict(
             owner=self.owner,
             ids=[row["id"] for row, _ in finished],
             attempts=[row["attempt_count"] for row, _ in finished],
@@ -365,11 +365,22 @@ class Dispatcher(Loop):
             failed=sorted(failed),
             disable_after_s=self.settings.webhook_disable_after_s,
         )
-        assert written is not None  # an aggregate: always one row
-        recorded, overdue = written["recorded"], written["overdue"]
-        if gone or overdue:
-            await self._disable(gone, succeeded, failed)
-        recorded_ids = set(recorded)
+        disabled: list[Mapping[str, Any]] = []
+        failing: list[Mapping[str, Any]] = []
+        if failed:
+            # A failure may disable its subscription (410, or failing for too long): the
+            # outcomes and the disabling commit together, so no crash between them leaves
+            # a subscription enabled that its recorded attempts say is gone.
+            async with self.store.transaction() as db:
+                written = await db.fetchrow("complete_deliveries", **completion)
+                assert written is not None  # an aggregate: always one row
+                if gone or written["overdue"]:
+                    disabled, failing = await self._disable(db, gone, succeeded, failed)
+        else:  # the common case: every attempt succeeded, one statement
+            written = await self.store.fetchrow("complete_deliveries", **completion)
+            assert written is not None
+        self._log_disabled(disabled, failing)
+        recorded_ids = set(written["recorded"])
         counts: Counter[str] = Counter()
         now = time.time()
         for (row, result), step in zip(finished, steps, strict=True):
@@ -406,28 +417,38 @@ class Dispatcher(Loop):
         for status, count in counts.items():
             metrics.WEBHOOK_DELIVERIES.labels(status).inc(count)
 
-    async def _disable(self, gone: list[str], succeeded: set[str], failed: set[str]) -> None:
-        """Disable subscriptions that answered 410 or have failed too long; park their queue."""
-        async with self.store.transaction() as db:
-            disabled = []
-            if gone:
-                disabled = await db.fetch(
-                    "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
-                )
-            # A run of failures that has lasted webhook_disable_after_s disables the
-            # subscription, as a 410 does (the rest of its health was written with the batch).
-            changed = await db.fetch(
-                "record_subscription_health",
-                succeeded=sorted(succeeded),
-                failed=sorted(failed),
-                disable_after_s=self.settings.webhook_disable_after_s,
-                disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
+    async def _disable(
+        self, db: Db, gone: list[str], succeeded: set[str], failed: set[str]
+    ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """Disable subscriptions that answered 410 or have failed too long; park their queue.
+
+        Runs in the caller's transaction; returns (disabled by a 410, disabled as failing).
+        """
+        disabled: list[Mapping[str, Any]] = []
+        if gone:
+            disabled = await db.fetch(
+                "disable_subscriptions", ids=gone, reason="endpoint answered 410 Gone"
             )
-            failing = [r for r in changed if r["disabled"]]
-            if disabled or failing:
-                await db.execute(
-                    "park_subscription_deliveries", ids=[r["id"] for r in (*disabled, *failing)]
-                )
+        # A run of failures that has lasted webhook_disable_after_s disables the
+        # subscription, as a 410 does (the rest of its health was written with the batch).
+        changed = await db.fetch(
+            "record_subscription_health",
+            succeeded=sorted(succeeded),
+            failed=sorted(failed),
+            disable_after_s=self.settings.webhook_disable_after_s,
+            disable_after_text=_duration_text(self.settings.webhook_disable_after_s),
+        )
+        failing = [r for r in changed if r["disabled"]]
+        if disabled or failing:
+            await db.execute(
+                "park_subscription_deliveries", ids=[r["id"] for r in (*disabled, *failing)]
+            )
+        return disabled, failing
+
+    def _log_disabled(
+        self, disabled: list[Mapping[str, Any]], failing: list[Mapping[str, Any]]
+    ) -> None:
+        """After the commit: say which subscriptions were disabled, and why."""
         for subscription in disabled:
             log.warning("subscription_disabled", subscription_id=subscription["id"], status=410)
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()

@@ -174,6 +174,29 @@ async def test_410_gone_disables_the_subscription_until_patched_enabled(
     ]
 
 
+async def test_a_410_is_recorded_and_disables_its_subscription_in_one_transaction(
+    relay_app: TestClient, store: Store, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    """No crash can fall between them: the attempt saying 410 and the disabled subscription."""
+    client = await new_client()
+    subscription = await subscribe(relay_app, client, receiver.url("/hooks"))
+    receiver.script(410)
+    task = await submit_task(relay_app, client)
+    assert await dispatchers.make().run_once() == 1
+
+    (gone,) = await task_deliveries(relay_app, client, task["id"])
+    assert gone["status"] == "dead"
+    writers = await store.pool.fetchrow(
+        "SELECT (SELECT xmin::text FROM deliveries WHERE id = $1) AS delivery,"
+        " (SELECT xmin::text FROM delivery_attempts WHERE delivery_id = $1) AS attempt,"
+        " (SELECT xmin::text FROM subscriptions WHERE id = $2 AND NOT enabled) AS subscription",
+        gone["id"],
+        subscription["id"],
+    )
+    assert writers["subscription"] is not None
+    assert writers["delivery"] == writers["attempt"] == writers["subscription"]
+
+
 async def test_redirect_is_a_failed_attempt_and_is_not_followed(
     relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
 ) -> None:
