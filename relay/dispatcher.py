@@ -350,6 +350,7 @@ class Dispatcher(Loop):
         completion = dict(
             owner=self.owner,
             ids=[row["id"] for row, _ in finished],
+            task_created_ats=[row["task_created_at"] for row, _ in finished],
             attempts=[row["attempt_count"] for row, _ in finished],
             statuses=[step.status for step in steps],
             status_codes=[result.status_code for _, result in finished],
@@ -385,8 +386,14 @@ class Dispatcher(Loop):
         now = time.time()
         for (row, result), step in zip(finished, steps, strict=True):
             if row["id"] not in recorded_ids:
-                # Our lease ran out and another dispatcher owns the delivery now.
-                log.warning("webhook_lease_lost", delivery_id=row["id"])
+                # Our lease ran out and another dispatcher owns the delivery now: the
+                # attempt is in its history, the delivery's state is the new owner's.
+                log.warning(
+                    "webhook_lease_lost",
+                    delivery_id=row["id"],
+                    attempt=row["attempt_count"],
+                    status_code=result.status_code,
+                )
                 continue
             counts[step.status] += 1
             metrics.WEBHOOK_SECONDS.observe(result.latency_s)

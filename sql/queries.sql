@@ -435,8 +435,9 @@ RETURNING d.id, d.task_created_at, d.event_id, d.target, d.url, d.subscription_i
           (SELECT t.traceparent FROM tasks t WHERE t.id = d.task_id) AS traceparent;
 
 -- name: complete_deliveries
--- Record a batch of attempt outcomes while the lease is still ours, in one statement: each
--- delivery's new state, its attempt (append-only), and the health of the subscriptions
+-- Record a batch of attempt outcomes in one statement: each delivery's new state while the
+-- lease is still ours, its attempt (append-only: every attempt made is history, even one
+-- whose lease ran out while it was being sent), and the health of the subscriptions
 -- involved (a success ends a run of failures, a failure starts one; disabling is left to
 -- record_subscription_health, which the caller runs when `overdue` is not empty). One array
 -- per column, rows found by primary key (= ANY, the partition key's range prunes months):
@@ -446,11 +447,12 @@ RETURNING d.id, d.task_created_at, d.event_id, d.target, d.url, d.subscription_i
 -- :disable_after_s.
 WITH r AS (
     SELECT *
-    FROM unnest(:ids::text[], :attempts::int[], :statuses::text[], :status_codes::int[],
-                :response_excerpts::text[], :errors::text[], :latencies_ms::float8[],
-                :started_at_s::float8[], :retry_delays_s::float8[], :retry_indexes::int[])
-        AS r(id, attempt, status, status_code, response_excerpt, error, latency_ms,
-             started_at_s, retry_delay_s, retry_index)
+    FROM unnest(:ids::text[], :task_created_ats::timestamptz[], :attempts::int[],
+                :statuses::text[], :status_codes::int[], :response_excerpts::text[],
+                :errors::text[], :latencies_ms::float8[], :started_at_s::float8[],
+                :retry_delays_s::float8[], :retry_indexes::int[])
+        AS r(id, task_created_at, attempt, status, status_code, response_excerpt, error,
+             latency_ms, started_at_s, retry_delay_s, retry_index)
 ), upd AS (
     UPDATE deliveries d
     SET status = r.status,
@@ -469,11 +471,13 @@ WITH r AS (
       AND d.id = r.id AND d.lease_owner = :owner
     RETURNING d.id, d.task_created_at
 ), attempts AS (
+    -- Should the same attempt come twice, it stays one row rather than failing the batch.
     INSERT INTO delivery_attempts (delivery_id, task_created_at, attempt, status_code,
                                    response_excerpt, error, latency_ms, started_at)
-    SELECT r.id, upd.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
+    SELECT r.id, r.task_created_at, r.attempt, r.status_code, r.response_excerpt, r.error,
            r.latency_ms, to_timestamp(r.started_at_s)
-    FROM r JOIN upd ON upd.id = r.id
+    FROM r
+    ON CONFLICT DO NOTHING
 ), watched AS (
     SELECT id, id = ANY(:succeeded::text[]) AS ok,
            enabled AND coalesce(

@@ -120,6 +120,30 @@ async def test_a_claim_touches_no_index_and_its_lease_alone_keeps_others_off(
     assert done["status"] == "succeeded" and done["attempt_count"] == 2
 
 
+async def test_an_attempt_whose_lease_ran_out_mid_send_is_still_in_the_history(
+    relay_app: TestClient, store: Store, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    client = await new_client()
+    await subscribe(relay_app, client, receiver.url("/hooks"))
+    slow, successor = dispatchers.make(webhook_timeout_s="60s"), dispatchers.make()
+    receiver.script(Reply(200, delay_s=60))  # the first answer is held until released
+    task = await submit_task(relay_app, client)
+
+    first = asyncio.create_task(slow.run_once())
+    await receiver.wait_for_requests(1)
+    await store.pool.execute("UPDATE deliveries SET leased_until = now() - interval '1 second'")
+    assert await successor.run_once() == 1  # the lease ran out: sent again, same webhook-id
+    (done,) = await task_deliveries(relay_app, client, task["id"])
+    assert done["status"] == "succeeded" and [a["attempt"] for a in done["attempts"]] == [2]
+
+    receiver.release()  # the first attempt ends too, after its lease: history, not state
+    await first
+    (done,) = await task_deliveries(relay_app, client, task["id"])
+    assert done["status"] == "succeeded" and done["attempt_count"] == 2
+    assert [(a["attempt"], a["status_code"]) for a in done["attempts"]] == [(1, 200), (2, 200)]
+    assert receiver.requests[0].webhook_id == receiver.requests[1].webhook_id
+
+
 async def test_release_on_shutdown_hands_leases_back_at_once(
     relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
 ) -> None:
