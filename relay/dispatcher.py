@@ -347,25 +347,31 @@ class Dispatcher(Loop):
                 oldest = created
             elif created > newest:
                 newest = created
-        completion = dict(
-            owner=self.owner,
-            ids=[row["id"] for row, _ in finished],
-            task_created_ats=[row["task_created_at"] for row, _ in finished],
-            attempts=[row["attempt_count"] for row, _ in finished],
-            statuses=[step.status for step in steps],
-            status_codes=[result.status_code for _, result in finished],
-            response_excerpts=[result.response_excerpt for _, result in finished],
-            errors=[result.error for _, result in finished],
-            latencies_ms=[round(result.latency_s * 1000, 3) for _, result in finished],
-            started_at_s=[result.started_at_s for _, result in finished],
-            retry_delays_s=[step.retry_delay_s for step in steps],
-            retry_indexes=[step.retry_index for step in steps],
-            oldest=oldest,
-            newest=newest,
-            succeeded=sorted(succeeded),
-            failed=sorted(failed),
-            disable_after_s=self.settings.webhook_disable_after_s,
-        )
+
+        async def complete(db: Db) -> Mapping[str, Any]:
+            written = await db.fetchrow(
+                "complete_deliveries",
+                owner=self.owner,
+                ids=[row["id"] for row, _ in finished],
+                task_created_ats=[row["task_created_at"] for row, _ in finished],
+                attempts=[row["attempt_count"] for row, _ in finished],
+                statuses=[step.status for step in steps],
+                status_codes=[result.status_code for _, result in finished],
+                response_excerpts=[result.response_excerpt for _, result in finished],
+                errors=[result.error for _, result in finished],
+                latencies_ms=[round(result.latency_s * 1000, 3) for _, result in finished],
+                started_at_s=[result.started_at_s for _, result in finished],
+                retry_delays_s=[step.retry_delay_s for step in steps],
+                retry_indexes=[step.retry_index for step in steps],
+                oldest=oldest,
+                newest=newest,
+                succeeded=sorted(succeeded),
+                failed=sorted(failed),
+                disable_after_s=self.settings.webhook_disable_after_s,
+            )
+            assert written is not None  # an aggregate: always one row
+            return written
+
         disabled: list[Mapping[str, Any]] = []
         failing: list[Mapping[str, Any]] = []
         if failed:
@@ -373,13 +379,11 @@ class Dispatcher(Loop):
             # outcomes and the disabling commit together, so no crash between them leaves
             # a subscription enabled that its recorded attempts say is gone.
             async with self.store.transaction() as db:
-                written = await db.fetchrow("complete_deliveries", **completion)
-                assert written is not None  # an aggregate: always one row
+                written = await complete(db)
                 if gone or written["overdue"]:
                     disabled, failing = await self._disable(db, gone, succeeded, failed)
         else:  # the common case: every attempt succeeded, one statement
-            written = await self.store.fetchrow("complete_deliveries", **completion)
-            assert written is not None
+            written = await complete(self.store)
         self._log_disabled(disabled, failing)
         recorded_ids = set(written["recorded"])
         counts: Counter[str] = Counter()
