@@ -45,3 +45,16 @@ def test_dispatcher_bench_help_offers_both_event_loops() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--loop {asyncio,uvloop}" in done.stdout
+
+
+def test_delivery_sql_bench_help_lists_its_flags() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "delivery_sql_bench.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in ("--deliveries", "--batch", "--database-url"):
+        assert flag in done.stdout
