@@ -28,11 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatcher_bench import _insert_tasks, _processing
+from dispatcher_bench import fill_outbox
 
 from relay.clients import create_client
 from relay.localdev import postgres_server
-from relay.outcomes import record_task_outcomes
 from relay.store import QUERIES, Store, migrate, scratch_database
 
 IN_FLIGHT_BATCHES = 3
@@ -64,13 +63,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
             "http://127.0.0.1:9/hook",
             "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
         )
-        tasks = await _insert_tasks(store, client_id, args.deliveries)
-        for start in range(0, len(tasks), 1000):
-            async with store.transaction() as db:
-                await record_task_outcomes(
-                    db, None, [_processing(r) for r in tasks[start : start + 1000]]
-                )
-        await store.pool.execute("ANALYZE")
+        await fill_outbox(store, client_id, args.deliveries)
 
         conn = await store.pool.acquire()
         try:

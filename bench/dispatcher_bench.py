@@ -84,6 +84,20 @@ async def _insert_tasks(store: Store, client_id: int, count: int) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+async def fill_outbox(store: Store, client_id: int, count: int) -> None:
+    """`count` tasks turned `processing`: one delivery each in the outbox, then ANALYZE.
+
+    ANALYZE is what autovacuum does for a production database (see the docstring).
+    """
+    tasks = await _insert_tasks(store, client_id, count)
+    for start in range(0, len(tasks), 1000):
+        async with store.transaction() as db:
+            await record_task_outcomes(
+                db, None, [_processing(r) for r in tasks[start : start + 1000]]
+            )
+    await store.pool.execute("ANALYZE")
+
+
 def postgres_cpu_s() -> float:
     """CPU seconds used so far by this machine's postgres processes (0 when none is local)."""
     total = 0
@@ -173,14 +187,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
                 settle_gc()  # as `relay serve` does once started; both loops run with it
             rounds = []
             for number in range(1, args.rounds + 1):
-                tasks = await _insert_tasks(store, client_id, args.deliveries)
-                for start in range(0, len(tasks), 1000):
-                    async with store.transaction() as db:
-                        await record_task_outcomes(
-                            db, None, [_processing(r) for r in tasks[start : start + 1000]]
-                        )
-                # What autovacuum does for a production database (see the docstring).
-                await store.pool.execute("ANALYZE")
+                await fill_outbox(store, client_id, args.deliveries)
                 sample = await store.pool.fetchval("SELECT payload FROM webhook_events LIMIT 1")
                 body = json.dumps(sample, separators=(",", ":")).encode()
 

@@ -2,9 +2,9 @@
 
 A delivery is leased by setting `leased_until` to now + lease and `lease_owner` to this
 dispatcher (no index covers either, so the claim is a HOT update; see 0013); the HTTP call
-happens outside any transaction; the outcome is written by a query that only touches rows
-whose lease is still ours. A dispatcher that dies therefore
-leaves its deliveries to whoever claims them after the lease, with the same webhook-id.
+happens outside any transaction; the outcome changes only rows whose lease is still ours
+(the attempt itself is history either way). A dispatcher that dies therefore leaves its
+deliveries to whoever claims them after the lease, with the same webhook-id.
 
 Dispatchers sleep on LISTEN relay_outbox (a dedicated connection, reconnected with
 backoff) and poll every `dispatch_idle_poll_s` as a backstop for missed notifications.
