@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+import structlog.testing
 from aiohttp.test_utils import TestClient
 
 from relay.keys import DISPATCH_STORE, RUNTIME, STORE
@@ -142,6 +145,27 @@ async def test_an_attempt_whose_lease_ran_out_mid_send_is_still_in_the_history(
     assert done["status"] == "succeeded" and done["attempt_count"] == 2
     assert [(a["attempt"], a["status_code"]) for a in done["attempts"]] == [(1, 200), (2, 200)]
     assert receiver.requests[0].webhook_id == receiver.requests[1].webhook_id
+
+
+async def test_each_delivery_is_logged_at_debug_and_not_above(
+    relay_app: TestClient, new_client, receiver: Receiver, dispatchers: Dispatchers
+) -> None:
+    client = await new_client()
+    await subscribe(relay_app, client, receiver.url("/hooks"))
+    dispatcher = dispatchers.make()
+    config = structlog.get_config()
+    seen = {}
+    try:
+        for level in (logging.DEBUG, logging.INFO):  # RELAY_LOG_LEVEL, as configured
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+            with structlog.testing.capture_logs() as logs:
+                await submit_task(relay_app, client)
+                assert await dispatcher.run_once() == 1
+            seen[level] = [e for e in logs if e["event"] == "webhook_delivered"]
+    finally:
+        structlog.configure(**config)
+    assert [e["status_code"] for e in seen[logging.DEBUG]] == [200]
+    assert seen[logging.INFO] == []
 
 
 async def test_release_on_shutdown_hands_leases_back_at_once(
