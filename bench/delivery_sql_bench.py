@@ -6,7 +6,7 @@ The dispatcher benchmark measures the whole loop on a shared machine, where the 
 aiohttp loop it is compared with varies by half from one minute to the next. This one
 isolates what every replica's deliveries cost the one database they share: on one
 connection, with the dispatcher's generic plans, it claims batches of --batch due
-deliveries and completes them as succeeded (a few batches behind, as in flight), and reads
+deliveries and completes them as succeeded (--in-flight-batches behind, as in flight), and reads
 the CPU time of that connection's backend from /proc around each statement (Postgres must
 run on this machine), with the WAL written. Nothing else runs meanwhile.
 
@@ -33,8 +33,6 @@ from dispatcher_bench import fill_outbox
 from relay.clients import create_client
 from relay.localdev import postgres_server
 from relay.store import QUERIES, Store, migrate, scratch_database
-
-IN_FLIGHT_BATCHES = 3
 
 
 def backend_cpu_s(pid: int) -> float:
@@ -99,7 +97,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
                 )
                 if claimed:
                     in_flight.append(claimed)
-                    if len(in_flight) <= IN_FLIGHT_BATCHES:
+                    if len(in_flight) <= args.in_flight_batches:
                         continue  # more batches go out before the oldest comes back
                 elif not in_flight:
                     break  # all claimed and completed
@@ -141,7 +139,8 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
 
     per = 1e6 / completed
     print(
-        f"{completed} deliveries in batches of {args.batch}: Postgres CPU per delivery "
+        f"{completed} deliveries in batches of {args.batch}, {args.in_flight_batches} batches in "
+        f"flight: Postgres CPU per delivery "
         f"claim {cpu['claim'] * per:.0f} µs + completion {cpu['complete'] * per:.0f} µs "
         f"= {(cpu['claim'] + cpu['complete']) * per:.0f} µs "
         f"(wall {wall['claim'] * per:.0f} + {wall['complete'] * per:.0f} µs), "
@@ -163,6 +162,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=12000)
     parser.add_argument("--batch", type=int, default=21, help="deliveries per claim")
+    parser.add_argument(
+        "--in-flight-batches",
+        type=int,
+        default=3,
+        help="claimed batches not yet completed (what the replicas have in flight)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))
     args = parser.parse_args()
     with postgres_server(args.database_url) as url:
