@@ -194,10 +194,11 @@ async def test_delivery_lease_migration_keeps_deliveries_in_flight_leased(
     empty_database_url: str,
 ) -> None:
     """0013 moves the lease out of next_attempt_at: a lease taken before it still holds."""
-    from datetime import UTC, date, datetime
+    from datetime import date
 
     from relay.clients import create_client
     from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
+    from tests.integration.webhooks.helpers import claim_as
 
     await migrate(empty_database_url, target=12)
     store = await Store.open(empty_database_url, size=2)
@@ -248,15 +249,7 @@ async def test_delivery_lease_migration_keeps_deliveries_in_flight_leased(
     assert {r["id"]: r["carried"] for r in rows if r["leased_until"] is not None} == {leased: True}
     store = await Store.open(empty_database_url, size=2)
     try:
-        claimed = await store.fetch(
-            "claim_due_deliveries",
-            owner="new-dispatcher",
-            batch_size=10,
-            lease_s=60.0,
-            now=datetime.now(UTC),
-            per_target_limit=8,
-            in_flight={},
-        )
+        claimed = await claim_as(store, "new-dispatcher")
         assert [r["id"] for r in claimed] == [r["id"] for r in rows if r["id"] != leased]
         # Every deliveries partition, those made later included, leaves room for HOT claims.
         await store.execute(

@@ -5,13 +5,14 @@ The shared ones (submit_task, get_json, auth, wait_for...) are in tests/helpers.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from relay.dispatcher import Dispatcher
 from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.store import OUTBOX_CHANNEL, Store
+from relay.store import OUTBOX_CHANNEL, Db, Store
 from tests.helpers import auth, get_json, wait_for
 
 
@@ -65,6 +66,19 @@ async def wait_for_delivery(
         return found if sum(d["status"] == status for d in found) >= count else None
 
     return await wait_for(reached)
+
+
+async def claim_as(db: Db, owner: str) -> list[Any]:
+    """The dispatcher's claim statement run by hand: what `owner` would lease now (up to 10)."""
+    return await db.fetch(
+        "claim_due_deliveries",
+        owner=owner,
+        batch_size=10,
+        lease_s=60.0,
+        now=datetime.now(UTC),
+        per_target_limit=8,
+        in_flight={},
+    )
 
 
 async def expire_leases(store: Store) -> None:

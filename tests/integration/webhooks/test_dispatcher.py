@@ -17,6 +17,7 @@ from tests.helpers import get_json, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (
     advance,
+    claim_as,
     expire_leases,
     listen_backends,
     subscribe,
@@ -89,15 +90,7 @@ async def test_a_claim_touches_no_index_and_its_lease_alone_keeps_others_off(
         task["id"],
     )
     async with store.pool.acquire() as conn, conn.transaction():
-        (claimed,) = await Db(conn).fetch(
-            "claim_due_deliveries",
-            owner="test-dispatcher",
-            batch_size=10,
-            lease_s=60.0,
-            now=datetime.now(UTC),
-            per_target_limit=8,
-            in_flight={},
-        )
+        (claimed,) = await claim_as(Db(conn), "test-dispatcher")
         # Counted for this transaction alone: the claim wrote a heap-only tuple.
         hot = await conn.fetchval(
             "SELECT pg_stat_get_xact_tuples_hot_updated($1::regclass)", partition
