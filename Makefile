@@ -13,7 +13,7 @@ LOCK_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --universal --pytho
 LOCK_RUNTIME_ARGS :=
 # Runtime + the embedded extra (`relay demo`) + the otel extra (tracing, tested) + the dev
 # dependency group (tests, CI tools).
-LOCK_DEV_ARGS := --extra embedded --extra otel --group dev
+LOCK_DEV_ARGS := --extra embedded --extra otel --extra artifacts --group dev
 
 .PHONY: test demo lint format venv lock lock-upgrade lock-check version-check \
 	bench-latency bench-submit clean typecheck
