@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dispatcher_bench import fill_outbox
 
-from relay.clients import create_client
-from relay.localdev import postgres_server
-from relay.store import QUERIES, Store, migrate, scratch_database
+from relay.cli.localdev import postgres_server
+from relay.core.store import QUERIES, Store, migrate, scratch_database
+from relay.identity.clients import create_client
 
 
 def backend_cpu_s(pid: int) -> float:
@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
 
 def main() -> None:
     """Parse flags, find a Postgres, run."""
-    from relay.logs import configure_logging
+    from relay.core.logs import configure_logging
 
     configure_logging("json", "error")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

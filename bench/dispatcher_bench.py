@@ -35,15 +35,15 @@ import uuid
 import aiohttp
 
 from relay.app import DISPATCH_POOL_SIZE
-from relay.cli import settle_gc
-from relay.clients import create_client
-from relay.config import Settings
-from relay.dispatcher import Dispatcher, DispatcherSettings
-from relay.egress import create_webhook_session
-from relay.localdev import free_port, postgres_server
-from relay.logs import configure_logging
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.store import Store, migrate, scratch_database
+from relay.cli.localdev import free_port, postgres_server
+from relay.cli.main import settle_gc
+from relay.core.config import Settings
+from relay.core.egress import create_webhook_session
+from relay.core.logs import configure_logging
+from relay.core.store import Store, migrate, scratch_database
+from relay.delivery.dispatcher import Dispatcher, DispatcherSettings
+from relay.history.transitions import NewHistoryEntry, TaskOutcome, record_task_outcomes
+from relay.identity.clients import create_client
 
 RECEIVER = """
 import sys, time
@@ -304,7 +304,8 @@ def main() -> None:
         "--gc",
         choices=("relay", "default"),
         default="relay",
-        help="garbage collector settings for both loops: relay.cli.settle_gc, as `relay serve` "
+        help="garbage collector settings for both loops: relay.cli.main.settle_gc, as "
+        "`relay serve` "
         "runs, or CPython's defaults",
     )
     parser.add_argument("--database-url", default=os.environ.get("RELAY_DATABASE_URL"))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from relay.localdev import postgres_server
-from relay.store import migrate, scratch_database
+from relay.cli.localdev import postgres_server
+from relay.core.store import migrate, scratch_database
 
 RELAY_BIN = str(Path(sys.executable).with_name("relay"))
 

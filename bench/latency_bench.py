@@ -46,10 +46,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from relay.config import Settings
-from relay.localdev import child_process, free_port, postgres_server
-from relay.signing import InvalidSignature, verify
-from relay.store import scratch_database
+from relay.cli.localdev import child_process, free_port, postgres_server
+from relay.core.config import Settings
+from relay.core.store import scratch_database
+from relay.delivery.signing import InvalidSignature, verify
 
 SIM_KEY = "bench-sim-key"
 MODEL = "kling-video-o1"

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import aiohttp
 
-from relay.budget import UpstreamBudget
-from relay.config import Settings
-from relay.durations import DurationModel
-from relay.localdev import free_port, postgres_server
-from relay.logs import configure_logging
-from relay.poller import Poller, PollerSettings
-from relay.store import Store, migrate, scratch_database
+from relay.cli.localdev import free_port, postgres_server
+from relay.core.config import Settings
+from relay.core.logs import configure_logging
+from relay.core.store import Store, migrate, scratch_database
+from relay.polling.durations import DurationModel
+from relay.polling.poller import Poller, PollerSettings
+from relay.upstream.budget import UpstreamBudget
 from relay.upstream.client import UpstreamClient
 
 SIM_KEY = "bench-key"
@@ -150,7 +150,7 @@ async def _measure(args: argparse.Namespace, dsn: str) -> None:
             budget=budget,
             durations=DurationModel(store),
         )
-        from relay import metrics
+        from relay.core import metrics
 
         rss_start = _rss_mb()
         started = time.monotonic()

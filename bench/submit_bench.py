@@ -52,8 +52,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from relay.localdev import child_process, free_port, postgres_server
-from relay.store import scratch_database
+from relay.cli.localdev import child_process, free_port, postgres_server
+from relay.core.store import scratch_database
 
 SIM_KEY = "bench-sim-key"
 MODEL = "kling-video-o1"

@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from relay import json_codec, tracing
-from relay.budget import UpstreamBudget
-from relay.config import Settings
 from relay.console import routes as console_routes
-from relay.dispatcher import Dispatcher, DispatcherSettings
-from relay.durations import DurationModel
-from relay.egress import create_webhook_session
+from relay.core import json_codec, tracing
+from relay.core.config import Settings
+from relay.core.egress import create_webhook_session
+from relay.core.loops import Loop
+from relay.core.runtime import Runtime
+from relay.core.store import Store, check_schema
+from relay.delivery.dispatcher import Dispatcher, DispatcherSettings
+from relay.delivery.subscriptions import WebhookService
+from relay.history.janitor import Janitor
 from relay.http import audit as audit_routes
 from relay.http import clients as client_routes
 from relay.http import models as model_routes
@@ -21,7 +24,9 @@ from relay.http import openapi, ops
 from relay.http import tasks as task_routes
 from relay.http import webhooks as webhook_routes
 from relay.http.middlewares import authenticate, problems, request_context
-from relay.janitor import Janitor
+from relay.intake.catalog import ModelCatalog
+from relay.intake.resubmitter import Resubmitter
+from relay.intake.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
 from relay.keys import (
     BUDGET,
     CATALOG,
@@ -36,15 +41,10 @@ from relay.keys import (
     WEBHOOK_SESSION,
     WEBHOOKS,
 )
-from relay.loops import Loop
-from relay.models_catalog import ModelCatalog
-from relay.poller import Poller, PollerSettings
-from relay.resubmitter import Resubmitter
-from relay.runtime import Runtime
-from relay.store import Store, check_schema
-from relay.tasks import SUBMIT_LEASE_MARGIN_S, TaskService
+from relay.polling.durations import DurationModel
+from relay.polling.poller import Poller, PollerSettings
+from relay.upstream.budget import UpstreamBudget
 from relay.upstream.client import UpstreamClient
-from relay.webhooks import WebhookService
 
 # Contract: a body over 1 MiB is answered 413 before it is parsed.
 MAX_BODY_BYTES = 1024 * 1024

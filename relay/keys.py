@@ -10,16 +10,16 @@ from aiohttp import web
 # The keys' value types, for type checkers only (importing them at run time would be a cycle);
 # ruff does not count the AppKey["Name"] strings as uses, hence the noqa.
 if TYPE_CHECKING:
-    from relay.budget import UpstreamBudget  # noqa: F401
-    from relay.clients import Client  # noqa: F401
-    from relay.config import Settings  # noqa: F401
-    from relay.durations import DurationModel  # noqa: F401
-    from relay.models_catalog import ModelCatalog  # noqa: F401
-    from relay.runtime import Runtime  # noqa: F401
-    from relay.store import Store  # noqa: F401
-    from relay.tasks import TaskService  # noqa: F401
+    from relay.core.config import Settings  # noqa: F401
+    from relay.core.runtime import Runtime  # noqa: F401
+    from relay.core.store import Store  # noqa: F401
+    from relay.delivery.subscriptions import WebhookService  # noqa: F401
+    from relay.identity.clients import Client  # noqa: F401
+    from relay.intake.catalog import ModelCatalog  # noqa: F401
+    from relay.intake.tasks import TaskService  # noqa: F401
+    from relay.polling.durations import DurationModel  # noqa: F401
+    from relay.upstream.budget import UpstreamBudget  # noqa: F401
     from relay.upstream.client import UpstreamClient  # noqa: F401
-    from relay.webhooks import WebhookService  # noqa: F401
 
 SETTINGS = web.AppKey["Settings"]("settings")
 STORE = web.AppKey["Store"]("store")

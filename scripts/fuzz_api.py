@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from relay.localdev import embedded_postgres, free_port
-from relay.store import scratch_database
+from relay.cli.localdev import embedded_postgres, free_port
+from relay.core.store import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.app import create_app
-from relay.clients import Role, create_client
-from relay.config import Settings
-from relay.localdev import embedded_postgres
-from relay.store import Store, migrate
+from relay.cli.localdev import embedded_postgres
+from relay.core.config import Settings
+from relay.core.store import Store, migrate
+from relay.identity.clients import Role, create_client
 from relay.upstream.simulator import (
     SIM_STATE,
     SimulatorConfig,

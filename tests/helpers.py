@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from relay.config import Settings
-from relay.localdev import with_database
+from relay.core.config import Settings
+from relay.core.store import with_database
 
 T = TypeVar("T")
 

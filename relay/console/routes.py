@@ -10,13 +10,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay import metrics
-from relay.console import sessions
-from relay.errors import FieldError, InvalidRequest, NotFound, Unauthorized
+from relay.core import metrics
+from relay.core.errors import FieldError, InvalidRequest, NotFound, Unauthorized
+from relay.core.payloads import iso
 from relay.http.common import json_response, read_body
 from relay.http.openapi import documented
+from relay.identity import sessions
 from relay.keys import CLIENT, SETTINGS, STORE
-from relay.payloads import iso
 
 routes = web.RouteTableDef()
 STATIC_DIR = Path(__file__).parent / "static"

@@ -10,8 +10,9 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relay import actions, export, usage
-from relay.errors import FieldError, InvalidRequest
+from relay.audit import action_log as actions
+from relay.audit import export, usage
+from relay.core.errors import FieldError, InvalidRequest
 from relay.http.common import json_response, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import ActionPage, UsageReport

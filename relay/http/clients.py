@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay import actions, clients
-from relay.actions import Actor, record_action
+from relay.audit import action_log as actions
+from relay.audit.action_log import Actor, record_action
+from relay.core.payloads import iso
 from relay.http.common import json_response
 from relay.http.openapi import documented
 from relay.http.schemas import SigningSecret
+from relay.identity import clients
 from relay.keys import CLIENT, REQUEST_ID, SETTINGS, STORE
-from relay.payloads import iso
 
 routes = web.RouteTableDef()
 

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from relay.errors import FieldError, InvalidRequest, json_pointer
+from relay.core.errors import FieldError, InvalidRequest, json_pointer
+from relay.core.json_codec import dumps
 from relay.http.middlewares import pydantic_errors
-from relay.json_codec import dumps
 
 M = TypeVar("M", bound=BaseModel)
 

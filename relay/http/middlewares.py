@@ -11,9 +11,8 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from relay import clients, metrics
-from relay.console import sessions as console_sessions
-from relay.errors import (
+from relay.core import metrics
+from relay.core.errors import (
     FieldError,
     Forbidden,
     InvalidRequest,
@@ -23,8 +22,10 @@ from relay.errors import (
     json_pointer,
     problem,
 )
+from relay.core.store import database_unavailable
+from relay.identity import clients
+from relay.identity import sessions as console_sessions
 from relay.keys import CLIENT, REQUEST_ID, STORE
-from relay.store import database_unavailable
 
 log = structlog.get_logger("relay.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -176,7 +177,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     # in: the same Client, so the console sees and does exactly what that key would.
     console_client = None
     if "Authorization" not in request.headers:
-        console_client = await console_sessions.client_from_cookie(request)
+        console_client = await console_sessions.client_from_cookie(request.app[STORE], request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if console_client is None and (scheme.lower() != "bearer" or not key.strip()):
         raise Unauthorized("missing Authorization: Bearer <key>")

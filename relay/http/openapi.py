@@ -15,10 +15,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
+from relay.core.vocabulary import EVENT_TYPES
 from relay.http.schemas import Problem, WebhookEvent
+from relay.intake.catalog import ModelCatalog
 from relay.keys import CATALOG
-from relay.models_catalog import ModelCatalog
-from relay.vocabulary import EVENT_TYPES
 
 H = TypeVar("H", bound=Callable[..., Any])
 _DOC_ATTR = "__relay_openapi__"

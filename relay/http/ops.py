@@ -6,11 +6,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from relay import metrics
+from relay.core import metrics
+from relay.core.store import NOT_MIGRATED, SchemaBehind, check_schema, database_problem
 from relay.http.openapi import documented
 from relay.http.schemas import Health, Readiness
 from relay.keys import SETTINGS, STORE, UPSTREAM
-from relay.store import NOT_MIGRATED, SchemaBehind, check_schema, database_problem
 
 routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)

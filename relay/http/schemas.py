@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from relay.vocabulary import DeliveryStatus, EventType, HistorySource, TaskStatus
+from relay.core.vocabulary import DeliveryStatus, EventType, HistorySource, TaskStatus
 
 
 class _Strict(BaseModel):

@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relay import tracing
-from relay.errors import FieldError, InvalidRequest
+from relay.core import tracing
+from relay.core.errors import FieldError, InvalidRequest
+from relay.core.payloads import history_json, task_json
+from relay.core.vocabulary import TaskStatus
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import HistoryPage, Task, TaskCreate, TaskPage
+from relay.intake.validation import NewTask
 from relay.keys import CLIENT, REQUEST_ID, TASKS
-from relay.payloads import history_json, task_json
-from relay.task_validation import NewTask
-from relay.vocabulary import TaskStatus
 
 routes = web.RouteTableDef()
 # Stripe and the MindVideo notes both bound idempotency keys; the contract says 255.

@@ -8,8 +8,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relay.config import split_commas
-from relay.errors import FieldError, InvalidRequest
+from relay.core.config import split_commas
+from relay.core.errors import FieldError, InvalidRequest
+from relay.core.payloads import delivery_json, subscription_json
+from relay.core.vocabulary import EVENT_TYPES, DeliveryStatus
+from relay.delivery.redelivery import DeliveryFilter
+from relay.delivery.subscriptions import NewSubscription
 from relay.http.common import json_response, read_body, read_query
 from relay.http.openapi import documented
 from relay.http.schemas import (
@@ -24,12 +28,8 @@ from relay.http.schemas import (
     SubscriptionRecover,
     SubscriptionUpdate,
 )
+from relay.intake.validation import repeated_entries
 from relay.keys import CATALOG, CLIENT, REQUEST_ID, WEBHOOKS
-from relay.payloads import delivery_json, subscription_json
-from relay.redelivery import DeliveryFilter
-from relay.task_validation import repeated_entries
-from relay.vocabulary import EVENT_TYPES, DeliveryStatus
-from relay.webhooks import NewSubscription
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)

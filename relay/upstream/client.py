@@ -11,8 +11,9 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from relay import __version__, metrics
-from relay.retry_after import parse_retry_after
+from relay import __version__
+from relay.core import metrics
+from relay.core.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,7 @@ def _error_fields(body: Any, status: int) -> tuple[str, str]:
 
 
 class RequestBudget(Protocol):
-    """What the client needs of the upstream budget (relay.budget.UpstreamBudget)."""
+    """What the client needs of the upstream budget (relay.upstream.budget.UpstreamBudget)."""
 
     async def wait(self, wanted: int = 1, *, urgent: bool = True) -> int:
         """At least one token, waiting for it if need be."""

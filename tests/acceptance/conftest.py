@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from relay.localdev import free_port
+from relay.cli.localdev import free_port
 from tests.helpers import SIM_KEY, wait_for
 
 

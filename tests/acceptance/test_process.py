@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.clients import create_client
+from relay.identity.clients import create_client
 from tests.acceptance.conftest import RelayProcess
 from tests.helpers import SAMPLE_INPUT, SIM_KEY, wait_for
 

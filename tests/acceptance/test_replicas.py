@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.clients import create_client
+from relay.identity.clients import create_client
 from tests.acceptance.conftest import RelayProcess, free_port
 from tests.helpers import SAMPLE_INPUT, wait_for
 

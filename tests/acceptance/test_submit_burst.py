@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from relay.clients import create_client
+from relay.identity.clients import create_client
 from tests.acceptance.conftest import RelayProcess, free_port
 from tests.helpers import TASK, wait_for
 

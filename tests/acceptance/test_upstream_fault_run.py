@@ -13,7 +13,7 @@ import time
 import aiohttp
 import pytest
 
-from relay.clients import create_client
+from relay.identity.clients import create_client
 from relay.upstream.simulator import SimulatorConfig
 from tests.acceptance.conftest import RelayProcess
 from tests.helpers import SAMPLE_INPUT, SIM_KEY, wait_for

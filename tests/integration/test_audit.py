@@ -14,11 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
-from relay.audit import GENESIS, entry_hash
-from relay.janitor import Janitor
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.retention import MONTHS_AHEAD, add_months
-from relay.store import Store
+from relay.core.store import Store
+from relay.history.chain import GENESIS, entry_hash
+from relay.history.janitor import Janitor
+from relay.history.retention import MONTHS_AHEAD, add_months
+from relay.history.transitions import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from tests.helpers import auth, history, relay_env, run_relay, submit_task
 from tests.integration.webhooks.helpers import advance
 

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.clients import KEY_PREFIX_LENGTH
-from relay.store import Store
+from relay.core.store import Store
+from relay.identity.clients import KEY_PREFIX_LENGTH
 from tests.helpers import (
     TASK,
     auth,

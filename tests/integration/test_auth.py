@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.clients import revoke_client
-from relay.store import Store
+from relay.core.store import Store
+from relay.identity.clients import revoke_client
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import TASK, auth, read_problem
 from tests.helpers import submit as create

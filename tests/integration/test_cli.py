@@ -7,7 +7,7 @@ import re
 
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from tests.helpers import RelayRun, relay_env, run_relay
 
 KEY = re.compile(r"\brk_[A-Za-z0-9_\-]{20,}")

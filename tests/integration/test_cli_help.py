@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from relay.cli import build_parser
+from relay.cli.main import build_parser
 from tests.helpers import relay_env, run_relay
 
 # The simulator documents its own flags (it is a separate program that happens to ship here).

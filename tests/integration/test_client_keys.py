@@ -6,7 +6,7 @@ import re
 
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from tests.helpers import TASK
 from tests.integration.test_cli import KEY, SECRET, bearer, create_key, keys
 

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from relay.console.routes import CONTENT_SECURITY_POLICY
-from relay.console.sessions import COOKIE_NAME, CSRF_HEADER
-from relay.store import Store
+from relay.core.store import Store
+from relay.identity.sessions import COOKIE_NAME, CSRF_HEADER
 from tests.helpers import TASK, auth, read_problem, submit_task
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]
@@ -98,7 +98,7 @@ async def test_sign_out_and_revoking_the_key_end_the_session(
     token, _, _ = await sign_in(relay_app, client["key"])
     relay_app.session.cookie_jar.clear()
     assert (await relay_app.get("/v1/tasks", headers=cookie(token))).status == 200
-    from relay.clients import revoke_client
+    from relay.identity.clients import revoke_client
 
     assert await revoke_client(store, "console-revoked")
     await read_problem(await relay_app.get("/v1/tasks", headers=cookie(token)), 401)

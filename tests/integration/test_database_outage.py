@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.localdev import free_port, with_database
+from relay.cli.localdev import free_port
+from relay.core.store import with_database
 from tests.helpers import SAMPLE_INPUT, auth, read_problem, relay_env, run_relay, wait_for
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]

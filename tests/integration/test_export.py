@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.export import CSV_HEADER
-from relay.store import Store
+from relay.audit.export import CSV_HEADER
+from relay.core.store import Store
 from tests.helpers import auth, get_task, history, read_problem, relay_env, run_relay, submit_task
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]

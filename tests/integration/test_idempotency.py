@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Store
 from relay.keys import RUNTIME
-from relay.store import Store
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import SAMPLE_INPUT, auth, read_problem
 

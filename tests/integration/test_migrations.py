@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store, migrate, migrations
+from relay.core.store import Store, migrate, migrations
 from tests.helpers import SAMPLE_INPUT, auth, relay_env, run_relay
 
 # What "the schema" is for comparison: columns, constraints, indexes and triggers.
@@ -132,7 +132,7 @@ async def test_database_refuses_to_change_task_history(
 async def test_client_keys_migration_keeps_every_key_role_and_task_owner(
     empty_database_url: str,
 ) -> None:
-    from relay.clients import authenticate, hash_key
+    from relay.identity.clients import authenticate, hash_key
 
     # A database as 0003 left it: an admin, a client with tasks, a revoked client.
     await migrate(empty_database_url, target=3)
@@ -196,8 +196,8 @@ async def test_delivery_lease_migration_keeps_deliveries_in_flight_leased(
     """0013 moves the lease out of next_attempt_at: a lease taken before it still holds."""
     from datetime import date
 
-    from relay.clients import create_client
-    from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
+    from relay.history.transitions import NewHistoryEntry, TaskOutcome, record_task_outcomes
+    from relay.identity.clients import create_client
     from tests.integration.webhooks.helpers import claim_as
 
     await migrate(empty_database_url, target=12)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from relay.models_catalog import ModelCatalog
+from relay.intake.catalog import ModelCatalog
 from tests.helpers import SAMPLE_INPUT, auth, read_problem
 
 ACME_SCHEMA = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.clients import create_client
-from relay.store import MIGRATION_QUERIES, QUERIES, Store
+from relay.core.store import MIGRATION_QUERIES, QUERIES, Store
+from relay.identity.clients import create_client
 
 
 async def test_every_named_query_prepares_with_one_parameter_per_name(store: Store) -> None:

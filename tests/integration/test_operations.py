@@ -12,11 +12,11 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from relay.core.store import latest_migration_version
+from relay.core.vocabulary import EVENT_TYPES
+from relay.delivery.signing import webhook_headers
 from relay.http.openapi import build_openapi
 from relay.keys import RUNTIME
-from relay.signing import webhook_headers
-from relay.store import latest_migration_version
-from relay.vocabulary import EVENT_TYPES
 from tests.helpers import SAMPLE_INPUT, auth, drop_database, get_json, submit_task, wait_for
 
 CONTRACT_SERIES = (

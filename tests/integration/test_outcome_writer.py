@@ -8,11 +8,11 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from relay.clients import create_client
-from relay.ids import new_id
-from relay.outcome_writer import OutcomeWriter
-from relay.outcomes import NewHistoryEntry, TaskOutcome
-from relay.store import Store
+from relay.core.ids import new_id
+from relay.core.store import Store
+from relay.history.transitions import NewHistoryEntry, TaskOutcome
+from relay.identity.clients import create_client
+from relay.intake.group_commit import OutcomeWriter
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import history, submit
 

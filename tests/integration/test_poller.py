@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from relay.core.store import Store
+from relay.history.transitions import record_task_outcomes
 from relay.keys import BUDGET, DURATIONS, RUNTIME, UPSTREAM
-from relay.outcomes import record_task_outcomes
-from relay.poller import Poller, PollerSettings
-from relay.store import Store
+from relay.polling.diff import diff_task
+from relay.polling.poller import Poller, PollerSettings
 from relay.upstream.simulator import SimulatorConfig, SimulatorState
-from relay.upstream_diff import diff_task
 from tests.helpers import SIM_KEY, auth, history, submit, wait_for
 
 
@@ -229,7 +229,7 @@ async def test_abandoned_lease_is_taken_over_and_the_late_write_is_ignored(
 
 
 def _empty_result():
-    from relay.upstream_diff import PollResult
+    from relay.polling.diff import PollResult
 
     return PollResult(None, None)
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Store
 from relay.http.common import MAX_JSON_DEPTH
-from relay.store import Store
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import SAMPLE_INPUT, auth, read_problem
 

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from relay.audit import verify
-from relay.retention import add_months
-from relay.store import Store, migrate, migrations
+from relay.core.store import Store, migrate, migrations
+from relay.history.chain import verify
+from relay.history.retention import add_months
 from tests.helpers import relay_env, run_relay, submit_task
 from tests.integration.webhooks.helpers import advance
 

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Store
 from relay.keys import RUNTIME
-from relay.store import Store
 from relay.upstream.simulator import (
     SIM_STATE,
     SimulatorConfig,

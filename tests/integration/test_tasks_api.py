@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import SAMPLE_INPUT, auth, read_problem
 from tests.helpers import submit as create

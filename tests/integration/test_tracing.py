@@ -1,6 +1,6 @@
 """Tracing on: spans for API requests, upstream calls, polls and deliveries, one trace.
 
-The SDK's InMemorySpanExporter stands in for a collector, in-process; `relay.tracing.enable`
+The SDK's InMemorySpanExporter stands in for a collector, in-process; `relay.core.tracing.enable`
 installs the same instrumentations `setup()` does from OTEL_* (checked in subprocesses below).
 """
 
@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from relay import tracing
+from relay.core import tracing
 from tests.helpers import relay_env, submit_task, wait_for
 from tests.receiver import running_receiver
 
@@ -137,7 +137,7 @@ async def test_api_request_upstream_call_poll_and_delivery_are_spans_of_one_trac
 # the console exporter prints it when the process exits (the provider flushes at exit).
 TRACED_PROCESS = """
 import asyncio
-from relay import tracing
+from relay.core import tracing
 
 assert tracing.setup(), "OTEL_* asked for traces"
 
@@ -158,9 +158,9 @@ class NoOpenTelemetry:
             raise ImportError(f"no module named {name!r} (blocked)")
 
 sys.meta_path.insert(0, NoOpenTelemetry())
-from relay import tracing
+from relay.core import tracing
 from relay.app import create_app
-from relay.config import Settings
+from relay.core.config import Settings
 
 create_app(Settings(database_url="postgresql://relay@127.0.0.1:1/relay"))
 create_app(Settings(database_url="postgresql://relay@127.0.0.1:1/relay"))

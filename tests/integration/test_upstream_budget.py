@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from relay.budget import UpstreamBudget
-from relay.durations import DurationModel
+from relay.core.store import Store
 from relay.keys import UPSTREAM
-from relay.poller import Poller, PollerSettings
-from relay.store import Store
+from relay.polling.durations import DurationModel
+from relay.polling.poller import Poller, PollerSettings
+from relay.upstream.budget import UpstreamBudget
 from tests.helpers import auth, submit, wait_for
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from relay.core.store import Store
+from relay.intake.tasks import RESUBMIT_MAX_S
 from relay.keys import RUNTIME
-from relay.poll_outcome import FINAL_EVENTS_RETRIES
-from relay.poller import Poller
-from relay.store import Store
-from relay.tasks import RESUBMIT_MAX_S
+from relay.polling.decisions import FINAL_EVENTS_RETRIES
+from relay.polling.poller import Poller
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import SAMPLE_INPUT, TASK, auth, history, submit, wait_for
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from tests.helpers import auth, get_json, read_problem, submit_task
 
 NewClient = Callable[..., Awaitable[dict[str, str]]]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from relay.audit import (
+from relay.history.chain import (
     GENESIS,
     Checkpoint,
     Head,
@@ -24,7 +24,7 @@ T0 = datetime(2026, 11, 23, 12, 0, 0, 123000, tzinfo=UTC)
 
 
 def readme_recipe(entry: dict[str, Any], task_id: str, prev_hash: str) -> str:
-    """The README's few lines, written out independently of relay.audit."""
+    """The README's few lines, written out independently of relay.history.chain."""
     doc = dict(entry, task_id=task_id, prev_hash=prev_hash)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from relay.config import ConfigError, Settings, load_settings, parse_duration
+from relay.core.config import ConfigError, Settings, load_settings, parse_duration
 
 
 def test_duration_forms_parse_to_seconds() -> None:

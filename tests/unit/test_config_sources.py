@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import (
+from relay.core.config import (
     ConfigError,
     known_variables,
     load_settings,

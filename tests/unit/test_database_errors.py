@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from relay.store import database_unavailable
+from relay.core.store import database_unavailable
 
 
 @pytest.mark.parametrize(

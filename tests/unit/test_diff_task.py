@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.outcomes import NewHistoryEntry
-from relay.upstream_diff import PollResult, diff_task
+from relay.history.transitions import NewHistoryEntry
+from relay.polling.diff import PollResult, diff_task
 
 
 def task_row(status: str = "queued", **columns: Any) -> dict[str, Any]:

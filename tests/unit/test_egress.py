@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from relay.config import Settings
-from relay.egress import denied_network, literal_ip_denied
+from relay.core.config import Settings
+from relay.core.egress import denied_network, literal_ip_denied
 
 LOOPBACK_ONLY = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
 IPV4_LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.0/8"),)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from relay.export import (
+from relay.audit.export import (
     CSV_HISTORY_COLUMNS,
     CSV_TASK_COLUMNS,
     ExportProgress,
     TextProgressBar,
     csv_rows,
 )
-from relay.payloads import history_json, task_json
+from relay.core.payloads import history_json, task_json
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_ROW = {

@@ -1,11 +1,11 @@
-"""`relay serve` settles the garbage collector once started (relay.cli.settle_gc)."""
+"""`relay serve` settles the garbage collector once started (relay.cli.main.settle_gc)."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from relay.cli import GC_THRESHOLDS, settle_gc
+from relay.cli.main import GC_THRESHOLDS, settle_gc
 
 
 class Node:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from relay import json_codec
-from relay.json_codec import dumps as _dumps
-from relay.json_codec import json_default
+from relay.core import json_codec
+from relay.core.json_codec import dumps as _dumps
+from relay.core.json_codec import json_default
 
 
 def _reference(value: object) -> str:

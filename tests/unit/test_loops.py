@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog.testing
 
-from relay.loops import Loop
-from relay.runtime import Runtime
+from relay.core.loops import Loop
+from relay.core.runtime import Runtime
 from tests.helpers import wait_for
 
 # Far longer than any test: only wake() or stop() can end an idle wait.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.models_catalog import ModelCatalog
+from relay.intake.catalog import ModelCatalog
 
 VALID = {"prompt": "A skyline at golden hour", "duration": 5, "mode": "pro"}
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.poll_schedule import (
+from relay.polling.schedule import (
     CHANGE_PROBABILITY,
     MIN_SAMPLES,
     SPARSE_MAX_FACTOR,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store import MIGRATION_QUERIES, QUERIES, Db, Query, load_queries
+from relay.core.store import MIGRATION_QUERIES, QUERIES, Db, Query, load_queries
 
 RELAY = Path(__file__).resolve().parents[2] / "relay"
 DB_METHODS = {"fetch", "fetchrow", "fetchval", "execute", "stream"}
@@ -35,8 +35,8 @@ def named_query_calls() -> list[tuple[str, int, str, ast.Call]]:
 
 
 def queries_for(file: str) -> dict[str, Query]:
-    """store.py runs the migration bookkeeping; every other module runs queries.sql."""
-    return MIGRATION_QUERIES if file == "store.py" else QUERIES
+    """core/store.py runs the migration bookkeeping; every other module runs queries.sql."""
+    return MIGRATION_QUERIES if file == "core/store.py" else QUERIES
 
 
 def test_every_query_name_used_in_relay_is_defined() -> None:

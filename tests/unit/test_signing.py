@@ -10,8 +10,7 @@ import pytest
 import standardwebhooks
 import svix.webhooks
 
-from relay.clients import new_signing_secret
-from relay.signing import (
+from relay.delivery.signing import (
     InvalidSecret,
     InvalidSignature,
     secret_key,
@@ -19,6 +18,7 @@ from relay.signing import (
     verify,
     webhook_headers,
 )
+from relay.identity.clients import new_signing_secret
 
 BODY = b'{"id":"evt_1","type":"task.succeeded","data":{"id":"tsk_1"}}'
 MSG_ID = "evt_01jabcdefghjkmnpqrstvwxyz0"
@@ -83,7 +83,7 @@ def test_a_secret_that_is_not_base64_is_refused() -> None:
 
 
 def test_a_cached_secret_still_refuses_a_bad_secret_every_time() -> None:
-    from relay.signing import InvalidSecret, secret_key
+    from relay.delivery.signing import InvalidSecret, secret_key
 
     for _ in range(2):  # failures are not cached as successes
         with pytest.raises(InvalidSecret):

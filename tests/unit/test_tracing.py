@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay import tracing
-from relay.config import ConfigError, load_settings, otel_trace_exporters
+from relay.core import tracing
+from relay.core.config import ConfigError, load_settings, otel_trace_exporters
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from relay.tasks import RESUBMIT_MAX_S, resubmit_delay
+from relay.intake.tasks import RESUBMIT_MAX_S, resubmit_delay
+from relay.polling.diff import PollResult, diff_task, normalise_status
 from relay.upstream.client import number_field
-from relay.upstream_diff import PollResult, diff_task, normalise_status
 
 STORED = {"cost_estimate": 0.07, "cost_actual": None, "output": None, "error": None}
 

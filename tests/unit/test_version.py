@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay import __version__
-from relay.cli import build_parser
+from relay.cli.main import build_parser
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "mindvideo-relay" / "Chart.yaml"
 

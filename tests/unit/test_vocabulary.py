@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.vocabulary import EVENT_TYPES, TASK_STATUSES, TERMINAL_STATUSES
+from relay.core.vocabulary import EVENT_TYPES, TASK_STATUSES, TERMINAL_STATUSES
 
 
 def test_there_is_one_event_type_per_task_status() -> None:

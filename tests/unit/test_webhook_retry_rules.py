@@ -6,9 +6,9 @@ import ipaddress
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from relay.delivery_policy import AttemptResult, plan_next_step
-from relay.egress import denied_network, literal_ip_denied
-from relay.retry_after import parse_retry_after
+from relay.core.egress import denied_network, literal_ip_denied
+from relay.core.retry_after import parse_retry_after
+from relay.delivery.policy import AttemptResult, plan_next_step
 
 SCHEDULE = (5.0, 30.0, 120.0)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

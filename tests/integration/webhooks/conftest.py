@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from relay.dispatcher import Dispatcher, DispatcherSettings
-from relay.egress import create_webhook_session
-from relay.store import Store
+from relay.core.egress import create_webhook_session
+from relay.core.store import Store
+from relay.delivery.dispatcher import Dispatcher, DispatcherSettings
 from tests.helpers import make_settings
 from tests.receiver import Receiver, running_receiver
 

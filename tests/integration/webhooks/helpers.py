@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from relay.dispatcher import Dispatcher
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.store import OUTBOX_CHANNEL, Db, Store
+from relay.core.store import OUTBOX_CHANNEL, Db, Store
+from relay.delivery.dispatcher import Dispatcher
+from relay.history.transitions import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from tests.helpers import auth, get_json, wait_for
 
 

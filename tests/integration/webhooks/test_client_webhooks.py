@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import standardwebhooks
 from aiohttp.test_utils import TestClient
 
-from relay.clients import revoke_client
-from relay.store import Store
+from relay.core.store import Store
+from relay.identity.clients import revoke_client
 from tests.helpers import auth, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import advance, deliver_all, subscribe, task_deliveries

@@ -11,8 +11,8 @@ import structlog
 import structlog.testing
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Db, Store
 from relay.keys import DISPATCH_STORE, RUNTIME, STORE
-from relay.store import Db, Store
 from tests.helpers import get_json, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Store
 from relay.http.schemas import EventPage
-from relay.store import Store
 from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.helpers import advance
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from relay.outcomes import NewHistoryEntry, TaskOutcome, record_task_outcomes
-from relay.store import Store
+from relay.core.store import Store
+from relay.history.transitions import NewHistoryEntry, TaskOutcome, record_task_outcomes
 from tests.helpers import get_json, submit_task
 
 STATUSES = ("processing", "succeeded")

@@ -9,7 +9,7 @@ import standardwebhooks
 import svix.webhooks
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from tests.helpers import get_json, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import advance, subscribe

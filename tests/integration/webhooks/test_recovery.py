@@ -8,10 +8,10 @@ from typing import Any
 import standardwebhooks
 from aiohttp.test_utils import TestClient
 
-from relay.dispatcher import Dispatcher
+from relay.core.store import Store
+from relay.delivery.dispatcher import Dispatcher
 from relay.http.schemas import BulkQueued, Delivery, SubscriptionTestEvent
 from relay.keys import WEBHOOKS
-from relay.store import Store
 from tests.helpers import auth, get_json, read_problem, submit_task, wait_for
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (

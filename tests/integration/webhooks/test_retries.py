@@ -8,7 +8,7 @@ from datetime import datetime
 import standardwebhooks
 from aiohttp.test_utils import TestClient
 
-from relay.store import Store
+from relay.core.store import Store
 from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from relay.dispatcher import Dispatcher
-from relay.store import Store
+from relay.core.store import Store
+from relay.delivery.dispatcher import Dispatcher
 from relay.upstream.simulator import SimulatorState
 from tests.helpers import TASK, auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers

@@ -6,9 +6,9 @@ import base64
 
 from aiohttp.test_utils import TestClient
 
+from relay.core.store import Store
+from relay.core.vocabulary import EVENT_TYPES
 from relay.http.schemas import Subscription, SubscriptionPage
-from relay.store import Store
-from relay.vocabulary import EVENT_TYPES
 from tests.helpers import auth, get_json, read_problem, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import subscribe, task_deliveries

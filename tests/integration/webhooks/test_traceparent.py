@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from relay import tracing
-from relay.store import Store
+from relay.core import tracing
+from relay.core.store import Store
 from tests.helpers import TASK, auth, submit_task
 from tests.integration.webhooks.conftest import Dispatchers
 from tests.integration.webhooks.helpers import (
