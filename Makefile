@@ -58,9 +58,12 @@ lock-check: $(STAMP)
 version-check: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_version.py
 
+# ruff, and the layer contract (pyproject.toml [tool.importlinter]: which packages may import
+# which; core at the bottom, http, console and cli at the top).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
