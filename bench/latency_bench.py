@@ -46,6 +46,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from poll_oracle import ClassTimes, oracle_line
+
 from relay.cli.localdev import child_process, free_port, postgres_server
 from relay.core.config import Settings
 from relay.core.store import scratch_database
@@ -56,6 +60,9 @@ MODEL = "kling-video-o1"
 TERMINAL_TYPES = frozenset({"task.succeeded", "task.failed", "task.cancelled"})
 # The comparison client: polls GET status every this many (unscaled) seconds from submit.
 BASELINE_POLL_S = 5.0
+# The issue's delay targets (p50, p95, p99 of terminal change -> webhook, unscaled seconds):
+# the second oracle line is the fewest requests that meet them.
+ORACLE_TARGETS = (2.0, 5.0, 10.0)
 # The relay's poll settings in unscaled seconds (its defaults), multiplied by the time scale.
 POLL_INTERVAL_MIN_S = 1.0
 POLL_INTERVAL_MAX_S = 30.0
@@ -403,9 +410,8 @@ async def _measure(
                 progress(f"{scenario.name}: warm-up deadline passed, measuring anyway")
 
         progress(f"{scenario.name}: {scenario.tasks} measured tasks at {scenario.rate_per_s:g}/s")
-        subs = await submit_at_rate(
-            http, api_urls, api_key, task_inputs(scenario.tasks, rng, "measured"), rate
-        )
+        bodies = task_inputs(scenario.tasks, rng, "measured")
+        subs = await submit_at_rate(http, api_urls, api_key, bodies, rate)
         ids = [x.task_id for x in subs if x.task_id]
         all_terminal = await wait_terminal(receiver, ids, deadline_s)
         progress(f"{scenario.name}: {'all' if all_terminal else 'NOT all'} terminal, computing")
@@ -413,7 +419,7 @@ async def _measure(
         reports = await sim_tasks(http, sim_url)
     finally:
         await runner.cleanup()
-    return figures(args, scenario, receiver, subs, reports, offset, all_terminal, started)
+    return figures(args, scenario, receiver, subs, reports, offset, all_terminal, started, bodies)
 
 
 def figures(
@@ -425,14 +431,17 @@ def figures(
     sim_offset: float,
     all_terminal: bool,
     started: float,
+    bodies: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The scenario's figures; delays in unscaled seconds, HTTP timings in wall milliseconds."""
     s = args.time_scale
+    by_endpoint: dict[str, list[int]] = {}
+    true_times: list[tuple[ClassTimes, float, float]] = []
     ids = [x.task_id for x in subs if x.task_id]
     relay_processing, relay_terminal, relay_requests = [], [], []
     base_processing, base_terminal, base_requests = [], [], []
     last_arrival = last_completion = None
-    for x in subs:
+    for n, x in enumerate(subs):
         task_id = x.task_id
         if task_id is None:
             continue
@@ -452,11 +461,24 @@ def figures(
             last_arrival = max(last_arrival or arrived_terminal, arrived_terminal)
         last_completion = max(last_completion or completed, completed)
         relay_requests.append(sum(report["requests"].values()))
+        for endpoint, count in report["requests"].items():
+            by_endpoint.setdefault(endpoint, []).append(count)
+        if n < len(bodies):
+            true_times.append(
+                (true_class(bodies[n]), (processing - created) / s, (completed - processing) / s)
+            )
         bp, bt, br = baseline_poll(created, processing, completed, BASELINE_POLL_S * s)
         base_processing.append(bp / s)
         base_terminal.append(bt / s)
         base_requests.append(br)
     first_sent = min((x.sent_wall for x in subs), default=time.time())
+    measured = summary(relay_terminal, 50, 95, 99)
+    oracles = []
+    if true_times and relay_terminal:
+        progress(f"{scenario.name}: searching the oracle's schedules")
+        # At the relay's own delays (the issue's yardstick), then at the targets.
+        oracles.append(oracle_line(true_times, measured["p50"], measured["p95"]))
+        oracles.append(oracle_line(true_times, *ORACLE_TARGETS))
     received = sum(receiver.terminal_at(t) is not None for t in ids)
     return {
         "scenario": scenario.name,
@@ -470,9 +492,13 @@ def figures(
         },
         "relay": {
             "processing_delay_s": summary(relay_processing, 50, 95, 99),
-            "terminal_delay_s": summary(relay_terminal, 50, 95, 99),
+            "terminal_delay_s": measured,
             "upstream_requests_per_task": summary(relay_requests, 50, 95),
+            "requests_by_endpoint": {
+                k: round(sum(v) / len(v), 2) for k, v in sorted(by_endpoint.items())
+            },
         },
+        "oracle": oracles,
         "poll_every_5s": {
             "processing_delay_s": summary(base_processing, 50, 95, 99),
             "terminal_delay_s": summary(base_terminal, 50, 95, 99),
@@ -493,6 +519,38 @@ def figures(
         "bad_signatures": receiver.bad_signatures,
         "wall_s": round(time.monotonic() - started, 1),
     }
+
+
+def true_class(body: dict[str, Any]) -> ClassTimes:
+    """The simulator's true timing distributions for one submitted body (unscaled)."""
+    from relay.upstream.simulator.timings import GENERIC, PROFILES
+
+    profile = PROFILES.get(body["model"], GENERIC)
+    return ClassTimes(
+        profile.queue_min_s,
+        profile.queue_max_s,
+        profile.processing_median_s(body["input"]),
+        profile.sigma,
+    )
+
+
+def oracle_text(o: dict[str, Any], baseline_requests: float) -> str:
+    """One oracle line: the fewest requests per task meeting the given delays."""
+    goal = f"p50 <= {o['p50_target']:.2f}, p95 <= {o['p95_target']:.2f}"
+    if o.get("p99_target", math.inf) != math.inf:
+        goal += f", p99 <= {o['p99_target']:.2f}"
+    if not o["found"]:
+        return f"{'oracle (' + goal + ')':26}no dense-window schedule meets it"
+    sch = o["schedule"]
+    shape = sch["shape"] + (
+        f" every {sch['queue_spacing_s']:g} s" if sch.get("queue_spacing_s") else ""
+    )
+    return (
+        f"{'oracle':26}{o['requests_mean']:.1f} requests/task "
+        f"({o['requests_mean'] / baseline_requests:.2f} of the 5 s client) for {goal}: "
+        f"p50 {o['p50']:.2f} p95 {o['p95']:.2f} p99 {o['p99']:.2f}; window "
+        f"q{sch['start_q']:g}-q{sch['end_q']:g} every {sch['spacing_s']:.2f} s, {shape}"
+    )
 
 
 def render(fig: dict[str, Any]) -> str:
@@ -525,6 +583,9 @@ def render(fig: dict[str, Any]) -> str:
         f"{three(base['terminal_delay_s'])}",
         f"{'upstream requests/task':26}{reqs(relay['upstream_requests_per_task']):<40}"
         f"{reqs(base['upstream_requests_per_task'])}",
+        f"{'requests by endpoint':26}"
+        + ", ".join(f"{k} {v:g}" for k, v in relay.get("requests_by_endpoint", {}).items()),
+        *(oracle_text(o, base["upstream_requests_per_task"]["mean"]) for o in fig["oracle"]),
         f"{'submit latency (ms)':26}{three(sub)}  max {sub['max']:.1f}  "
         f"errors {fig['submit_errors']}",
         f"{'arrival lateness (ms)':26}p50 {late['p50']:>7.2f}  p99 {late['p99']:>7.2f}  "
