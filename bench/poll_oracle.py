@@ -118,11 +118,17 @@ def _detect(window_start: float, window_end: float, spacing: float, at: float) -
 class Oracle:
     """Searches dense-window schedules for classes with known true distributions."""
 
-    def __init__(self, classes: Mapping[str, ClassTimes], *, seed: int = 1) -> None:
+    def __init__(
+        self,
+        classes: Mapping[str, ClassTimes],
+        *,
+        seed: int = 1,
+        draws_per_class: int = DRAWS_PER_CLASS,
+    ) -> None:
         self.classes = dict(classes)
         rng = random.Random(seed)
         self.draws = {
-            name: [c.draw(rng) for _ in range(DRAWS_PER_CLASS)] for name, c in classes.items()
+            name: [c.draw(rng) for _ in range(draws_per_class)] for name, c in classes.items()
         }
         # Sorted terminal times from submit, and processing minus a uniform sighting lag.
         self._total = {n: sorted(q + p for q, p in d) for n, d in self.draws.items()}
@@ -232,12 +238,14 @@ def oracle_line(
     p50_s: float,
     p95_s: float,
     p99_s: float = math.inf,
+    *,
+    draws_per_class: int = DRAWS_PER_CLASS,
 ) -> dict[str, object]:
     """The oracle's figures for the run's own tasks (true class, queue, processing)."""
     names: dict[ClassTimes, str] = {}
     for c, _, _ in tasks:
         names.setdefault(c, f"class{len(names)}")
-    oracle = Oracle({n: c for c, n in names.items()})
+    oracle = Oracle({n: c for c, n in names.items()}, draws_per_class=draws_per_class)
     best = oracle.best(p50_s, p95_s, p99_s)
     if best is None:
         return {"p50_target": p50_s, "p95_target": p95_s, "p99_target": p99_s, "found": False}
