@@ -2,7 +2,8 @@
 
 The poller records a sample each time it sees a task leave a phase (queued, processing):
 the time from the phase's estimated start to the middle of the window in which the change
-happened. Every replica reads the newest samples back every `REFRESH_S` and turns them into
+happened. Every replica reads the newest samples back (every `REFRESH_S` at most, sooner
+for phases short enough that a tenth of a minute matters) and turns them into
 the distributions `relay.polling.schedule` plans with, so what one replica learns, all use,
 and a restart forgets nothing.
 """
@@ -26,8 +27,15 @@ log = structlog.get_logger(__name__)
 SAMPLES_PER_CLASS = 200
 # Samples kept per class in the table (the rest is pruned).
 SAMPLES_KEPT = 1000
-# Replicas re-read the samples this often; learning is slow-moving, a read is one query.
+# Replicas re-read the samples at most this far apart; learning is slow-moving, a read is
+# one query.
 REFRESH_S = 10.0
+# ...and at least this often per shortest learned phase median, so what was learned keeps
+# pace with how fast tasks move (a queue of a few seconds is re-learned within a second);
+# never more often than REFRESH_MIN_S. Nothing learned yet: every REFRESH_MIN_S, so the
+# first samples are used at once.
+REFRESH_SHARE = 0.05
+REFRESH_MIN_S = 0.5
 # Old samples are pruned this often per replica.
 PRUNE_S = 600.0
 
@@ -45,7 +53,7 @@ class DurationModel:
     async def current(self) -> DurationKnowledge:
         """The distributions, re-read when older than REFRESH_S (a failed read keeps the old)."""
         now = self.clock()
-        if self._refreshed_at is None or now - self._refreshed_at >= REFRESH_S:
+        if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_s():
             self._refreshed_at = now
             try:
                 await self.refresh()
@@ -53,6 +61,13 @@ class DurationModel:
                 # Polls go on with what was known; the next refresh tries again.
                 log.exception("phase_durations_refresh_failed")
         return self.knowledge
+
+    def refresh_s(self) -> float:
+        """How stale the distributions may get: a share of the shortest learned median."""
+        medians = [d.quantile(0.5) for d in self.knowledge.by_model.values()]
+        if not medians:
+            return REFRESH_MIN_S
+        return min(max(REFRESH_SHARE * min(medians), REFRESH_MIN_S), REFRESH_S)
 
     async def refresh(self) -> None:
         """Read the newest samples and rebuild every distribution."""

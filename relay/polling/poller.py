@@ -8,10 +8,11 @@ memory between passes.
 
 One request where one suffices: a poll reads the status; the events list is fetched only
 when it can add something (the status moved, the task is terminal, or the events have not
-been read for `EVENTS_REFRESH_S`). A terminal task stays due until its final events are
-recorded (retried with backoff, bounded by `FINAL_EVENTS_RETRIES`). When to look next is
-`relay.polling.schedule`'s decision, from the learned duration of the task's phase; what a poll
-adds to the task is `relay.polling.diff`'s.
+been read for `EVENTS_REFRESH_MAX_INTERVALS` maximum poll intervals). A terminal task stays
+due until its final events are recorded (retried with backoff, bounded by
+`FINAL_EVENTS_RETRIES`). When to look next is `relay.polling.schedule`'s decision, from
+the learned duration of the task's phase; what a poll adds to the task is
+`relay.polling.diff`'s.
 
 Two ends come from the relay itself: a task upstream has answered 404 for since
 `RELAY_UPSTREAM_NOT_FOUND_AFTER_S` fails with `upstream_not_found`, and a task not terminal
@@ -56,9 +57,12 @@ log = structlog.get_logger(__name__)
 # Claim no more than the rate ceiling lets us poll in this many seconds, so a batch
 # finishes well inside its lease even when the budget is the bottleneck.
 CLAIM_WINDOW_S = 5.0
-# Events that change no status (progress) are read at least this often; everything else
-# about them is read when the status moves or the task ends.
-EVENTS_REFRESH_S = 60.0
+# Events are read when the status moves and when the task ends: those reads hold every
+# event upstream has (the list only grows). Progress events that change no status are read
+# in between only in a phase longer than this many maximum poll intervals (5 min by
+# default), so a long task's history shows its progress: a fixed minute cost ~4 reads per
+# Kling task for events nobody is waiting for, and did not scale with the poll settings.
+EVENTS_REFRESH_MAX_INTERVALS = 10.0
 # A terminal task whose final events upstream does not serve is looked at again this many
 # times (backoff from the minimum interval, doubling, capped at the maximum) before it is
 # finished without them. Ten: with 40% of requests failing (a bad upstream day) a task
@@ -216,15 +220,15 @@ class Poller(PollOutcomes, Loop):
                     self._note_failure(row, result, exc)
         return result
 
-    @staticmethod
-    def _events_wanted(row: Mapping[str, Any], body: Mapping[str, Any] | None) -> str | None:
+    def _events_wanted(self, row: Mapping[str, Any], body: Mapping[str, Any] | None) -> str | None:
         if body is None:
             return None  # the status read failed: look again soon, events with it
         if body.get("status") in TASK_STATUSES and body.get("status") != row["status"]:
             return "moved"
         # A new task's events hold nothing the submission did not say: count from its creation.
         fetched = row["events_fetched_at"] or row["created_at"]
-        if (datetime.now(UTC) - fetched).total_seconds() >= EVENTS_REFRESH_S:
+        refresh_s = EVENTS_REFRESH_MAX_INTERVALS * self.settings.poll_interval_max_s
+        if (datetime.now(UTC) - fetched).total_seconds() >= refresh_s:
             return "background"
         return None
 

@@ -27,9 +27,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-# Below this many samples a class's distribution is not trusted (its model's is tried next,
-# then the cold-start backoff).
+# Below this many samples a class's distribution is not trusted on its own: it borrows its
+# spread from its model's well-learned classes (next constant), else the model's pooled
+# distribution is tried, then the cold-start backoff.
 MIN_SAMPLES = 12
+# From this many samples a class's own median is used with the spread its model's
+# well-learned classes share (inputs move a generation's length, hardly its relative
+# spread). Pooling the classes instead would mix their medians: a pro 10 s clip scheduled by
+# a distribution centred on std 5 s clips is polled densely for minutes before it can end.
+MIN_LOCATION_SAMPLES = 3
+# At most this many pooled residuals shape a borrowed distribution (smoothing cost).
+BORROWED_SHAPE_POINTS = 400
 # The probability of a change since the last look that is always worth a request.
 # Small enough that ~95% of transitions fall where polls are dense (see the README).
 CHANGE_PROBABILITY = 0.04
@@ -81,6 +89,17 @@ class PhaseDistribution:
         cdf = [sum(1 + math.erf((g - x) / scale) for x in logs) / (2 * n) for g in grid]
         return cls(tuple(math.exp(g) for g in grid), tuple(cdf), n)
 
+    @classmethod
+    def borrowed(
+        cls, log_centre: float, residuals: Sequence[float], *, samples: int
+    ) -> PhaseDistribution:
+        """A class's own centre (mean log length) with a spread borrowed from other classes:
+        `residuals` are their samples' log distances from their own class centres."""
+        step = max(1, len(residuals) // BORROWED_SHAPE_POINTS)
+        shape = sorted(residuals)[::step]
+        smoothed = cls.from_samples([math.exp(log_centre + r) for r in shape])
+        return cls(smoothed.times, smoothed.cdf, samples)
+
     def cdf_at(self, seconds: float) -> float:
         """P(phase length <= seconds), interpolated."""
         times = self.times
@@ -113,6 +132,10 @@ class PhaseDistribution:
         return t0 if f1 == f0 else t0 + (t1 - t0) * (p - f0) / (f1 - f0)
 
 
+def _log_mean(values: Sequence[float]) -> float:
+    return sum(math.log(max(v, 0.01)) for v in values) / len(values)
+
+
 @dataclass(frozen=True)
 class DurationKnowledge:
     """Every learned distribution, by (model, input class, phase) and by (model, phase)."""
@@ -130,16 +153,28 @@ class DurationKnowledge:
         cls,
         by_class: Mapping[tuple[str, str, str], Sequence[float]],
     ) -> DurationKnowledge:
-        """Distributions for every class with enough samples, and per model (classes pooled)."""
+        """Distributions for every class with enough samples (or borrowing a spread), and per
+        model (classes pooled)."""
         pooled: dict[tuple[str, str], list[float]] = {}
+        residuals: dict[tuple[str, str], list[float]] = {}
         for (model, _, phase), values in by_class.items():
             pooled.setdefault((model, phase), []).extend(values)
+            if len(values) >= MIN_SAMPLES:
+                centre = _log_mean(values)
+                residuals.setdefault((model, phase), []).extend(
+                    math.log(max(v, 0.01)) - centre for v in values
+                )
+        classes: dict[tuple[str, str, str], PhaseDistribution] = {}
+        for (model, input_class, phase), values in by_class.items():
+            shape = residuals.get((model, phase))
+            if len(values) >= MIN_SAMPLES:
+                classes[(model, input_class, phase)] = PhaseDistribution.from_samples(values)
+            elif len(values) >= MIN_LOCATION_SAMPLES and shape:
+                classes[(model, input_class, phase)] = PhaseDistribution.borrowed(
+                    _log_mean(values), shape, samples=len(values)
+                )
         return cls(
-            {
-                k: PhaseDistribution.from_samples(v)
-                for k, v in by_class.items()
-                if len(v) >= MIN_SAMPLES
-            },
+            classes,
             {
                 k: PhaseDistribution.from_samples(v)
                 for k, v in pooled.items()

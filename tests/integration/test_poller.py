@@ -357,3 +357,33 @@ async def test_cancel_forwards_upstream_and_status_arrives_by_polling(
     assert again.status == 409
     assert again.content_type == "application/problem+json"
     assert len(sim.requests_to("cancel")) == 1
+
+
+async def test_progress_events_are_read_between_moves_only_in_a_long_phase(
+    relay_app, new_client, sim: SimulatorState, store, poller
+):
+    """Events are read with each status move; in between only after ten maximum intervals."""
+    client = await new_client()
+    task = await submit(relay_app, auth(client))
+    sim.advance(1.5)  # processing
+    await poll_until_status(poller, store, task["id"], "processing")
+    refresh_s = 10 * poller.settings.poll_interval_max_s
+
+    async def unchanged_poll_reads_events(fetched_ago_s: float) -> bool:
+        await store.pool.execute(
+            "UPDATE tasks SET events_fetched_at = now() - make_interval(secs => $1),"
+            " next_poll_at = now() WHERE id = $2",
+            fetched_ago_s,
+            task["id"],
+        )
+        reads, gets = len(sim.requests_to("events")), len(sim.requests_to("get"))
+        await wait_for(lambda: _polled_since(poller, sim, gets), timeout=10)
+        return len(sim.requests_to("events")) > reads
+
+    assert not await unchanged_poll_reads_events(refresh_s * 0.6)
+    assert await unchanged_poll_reads_events(refresh_s * 1.2)
+
+
+async def _polled_since(poller: Poller, sim: SimulatorState, gets: int) -> bool | None:
+    await poller.run_once()
+    return True if len(sim.requests_to("get")) > gets else None

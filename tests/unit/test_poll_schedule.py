@@ -11,6 +11,7 @@ import pytest
 
 from relay.polling.schedule import (
     CHANGE_PROBABILITY,
+    MIN_LOCATION_SAMPLES,
     MIN_SAMPLES,
     SPARSE_MAX_FACTOR,
     DurationKnowledge,
@@ -152,13 +153,55 @@ def test_knowledge_prefers_the_class_then_the_model() -> None:
     )
     own = knowledge.lookup("kling-video-o1", "duration=5,mode=std", "processing")
     assert own is not None and own.samples == MIN_SAMPLES
-    pooled = knowledge.lookup("kling-video-o1", "duration=10,mode=std", "processing")
+    # A class never seen is scheduled by its model's classes pooled.
+    pooled = knowledge.lookup("kling-video-o1", "duration=10,mode=pro", "processing")
     assert pooled is not None and pooled.samples == 2 * MIN_SAMPLES - 1
     assert knowledge.lookup("kling-video-o1", "duration=5,mode=std", "queued") is None
     assert knowledge.lookup("other-model", "", "processing") is None
+
+
+def test_a_class_with_few_samples_keeps_its_own_median_and_borrows_the_spread() -> None:
+    enough = lognormal_samples(150.0, 0.22, n=4 * MIN_SAMPLES)
+    few = lognormal_samples(336.0, 0.22, n=MIN_LOCATION_SAMPLES + 2)
+    knowledge = DurationKnowledge.from_samples(
+        {
+            ("kling-video-o1", "duration=5,mode=std", "processing"): enough,
+            ("kling-video-o1", "duration=10,mode=pro", "processing"): few,
+        }
+    )
+    borrowed = knowledge.lookup("kling-video-o1", "duration=10,mode=pro", "processing")
+    assert borrowed is not None and borrowed.samples == len(few)
+    # Centred on its own samples, not on the pool (which the 150 s class dominates)...
+    assert 290 < borrowed.quantile(0.5) < 390
+    # ...and as narrow, relatively, as the well-learned class.
+    own = knowledge.lookup("kling-video-o1", "duration=5,mode=std", "processing")
+    assert own is not None
+    spread = own.quantile(0.9) / own.quantile(0.1)
+    assert abs(borrowed.quantile(0.9) / borrowed.quantile(0.1) - spread) < 0.15 * spread
+    # Fewer than MIN_LOCATION_SAMPLES of its own: the model's pool, as before.
+    rare = DurationKnowledge.from_samples(
+        {
+            ("kling-video-o1", "duration=5,mode=std", "processing"): enough,
+            ("kling-video-o1", "duration=10,mode=pro", "processing"): few[:2],
+        }
+    )
+    fallback = rare.lookup("kling-video-o1", "duration=10,mode=pro", "processing")
+    assert fallback is not None and fallback.samples == len(enough) + 2
 
 
 def test_a_transition_is_placed_in_the_middle_of_its_window() -> None:
     last = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
     assert transition_estimate(last, last + timedelta(seconds=4)) == last + timedelta(seconds=2)
     assert transition_estimate(last, last - timedelta(seconds=1)) == last
+
+
+def test_learned_durations_are_reread_in_step_with_the_shortest_phase() -> None:
+    from relay.polling.durations import REFRESH_MIN_S, REFRESH_S, DurationModel
+
+    model = DurationModel(store=None)  # type: ignore[arg-type]  # refresh_s reads no store
+    assert model.refresh_s() == REFRESH_MIN_S  # nothing learned: the first samples at once
+    for median, expected in ((150.0, 7.5), (2000.0, REFRESH_S), (4.0, REFRESH_MIN_S)):
+        model.knowledge = DurationKnowledge.from_samples(
+            {("m", "", "processing"): lognormal_samples(median, 0.22, n=MIN_SAMPLES)}
+        )
+        assert model.refresh_s() == pytest.approx(expected, rel=0.1)
