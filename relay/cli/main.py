@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop when installed (measured faster for both the API and the
-    dispatcher, see README "Measured"), else asyncio's own."""
+    dispatcher, see docs/benchmarks.md), else asyncio's own."""
     try:
         import uvloop
     except ImportError:
@@ -262,7 +262,7 @@ def settle_gc() -> None:
     Everything alive at this point (modules, the app, pools, compiled schemas) lives as
     long as the process; `gc.freeze()` keeps later collections from walking it again. The
     thresholds then let young objects die by reference count before a collection looks at
-    them. Measured with `bench/dispatcher_bench.py` (README "Throughput"): about a fifth
+    them. Measured with `bench/dispatcher_bench.py` (docs/benchmarks.md "Deliveries"): about a fifth
     less CPU per delivery. Cycles are still collected, only in larger batches.
     """
     gc.collect()

@@ -80,7 +80,7 @@ UPSTREAM_BUDGET_TOKENS = Counter(
 AUDIT_CHECKPOINT = Gauge(
     "relay_audit_checkpoint_info",
     "The latest audit checkpoint this replica published: value = chain heads covered, "
-    "labels = its time and digest (README: Audit).",
+    "labels = its time and digest (docs/audit.md).",
     ["at", "digest"],
 )
 AUDIT_CHECKPOINT_TIME = Gauge(

@@ -1,8 +1,8 @@
 """The event feed (`GET /v1/events`): positions, opaque cursors and the page query.
 
 Events are ordered by the id of the transaction that wrote them, then by seq, and a page
-shows only what lies below the oldest transaction still running (README: "The event
-feed's order"). `EventFeed` is mixed into `WebhookService`, which owns the store.
+shows only what lies below the oldest transaction still running (docs/architecture.md: "The
+event feed's order"). `EventFeed` is mixed into `WebhookService`, which owns the store.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every history entry carries `hash` = sha256 over the canonical JSON of what
 hash; 64 zeros for the first). Anyone can recompute a chain from the API output. A
 checkpoint (the digest over every task's last entry, the "heads") is published outside
 the database, so a removed last entry, or a rewritten chain, shows too.
-The canonical form is written down in the README's "Audit" section; change both together.
+The canonical form is written down in docs/audit.md ("The hash chain"); change both together.
 """
 
 from __future__ import annotations

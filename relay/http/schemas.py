@@ -72,11 +72,11 @@ class HistoryEntry(BaseModel):
     upstream_event: dict[str, Any] | None
     created_at: str
     prev_hash: str = Field(
-        description="hash of the task's previous entry; 64 zeros for the first (README: Audit)"
+        description="hash of the task's previous entry; 64 zeros for the first (docs/audit.md)"
     )
     hash: str = Field(
         description="sha256 (hex) of the canonical JSON of this entry, its task id and "
-        "prev_hash (README: Audit)"
+        "prev_hash (docs/audit.md)"
     )
 
 

@@ -87,7 +87,7 @@ async def create_task(request: web.Request) -> web.Response:
         webhook_events=list(body.webhook_events) if body.webhook_events else None,
         metadata=body.metadata,
     )
-    # Carried to the task's webhooks (README "Tracing"); an invalid header is ignored.
+    # Carried to the task's webhooks (docs/operations.md "Tracing"); an invalid header is ignored.
     traceparent = tracing.submission_traceparent(request.headers.get(tracing.TRACEPARENT_HEADER))
     row, created = await request.app[TASKS].create_task(
         request[CLIENT],

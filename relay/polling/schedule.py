@@ -39,7 +39,7 @@ MIN_LOCATION_SAMPLES = 3
 # At most this many pooled residuals shape a borrowed distribution (smoothing cost).
 BORROWED_SHAPE_POINTS = 400
 # The probability of a change since the last look that is always worth a request.
-# Small enough that ~95% of transitions fall where polls are dense (see the README).
+# Small enough that ~95% of transitions fall where polls are dense (docs/architecture.md).
 CHANGE_PROBABILITY = 0.04
 # Polls never come closer than this share of the dense interval, even late in the
 # distribution where the hazard climbs: those transitions are few, and closer polls there

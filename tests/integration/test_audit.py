@@ -33,7 +33,7 @@ ODD_EVENT = {
 
 
 def recompute(entry: dict[str, Any], task_id: str) -> str:
-    """An auditor's few lines over the API output (the README's recipe)."""
+    """An auditor's few lines over the API output (the recipe in docs/audit.md)."""
     shown = {k: v for k, v in entry.items() if k != "hash"}
     text = json.dumps({**shown, "task_id": task_id}, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The history hash chain: the canonical form the README documents, and what verify finds."""
+"""The history hash chain: the canonical form docs/audit.md documents, and what verify finds."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ T0 = datetime(2026, 11, 23, 12, 0, 0, 123000, tzinfo=UTC)
 
 
 def readme_recipe(entry: dict[str, Any], task_id: str, prev_hash: str) -> str:
-    """The README's few lines, written out independently of relay.history.chain."""
+    """The few lines of docs/audit.md, written out independently of relay.history.chain."""
     doc = dict(entry, task_id=task_id, prev_hash=prev_hash)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

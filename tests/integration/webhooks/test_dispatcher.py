@@ -80,7 +80,7 @@ async def test_abandoned_claim_is_delivered_by_another_dispatcher_after_its_leas
 async def test_a_claim_touches_no_index_and_its_lease_alone_keeps_others_off(
     relay_app: TestClient, store: Store, new_client, receiver: Receiver, dispatchers: Dispatchers
 ) -> None:
-    """The lease is an unindexed column: claiming is a HOT update (0013, README: Throughput)."""
+    """The lease is an unindexed column: claiming is a HOT update (0013, docs/benchmarks.md)."""
     client = await new_client()
     await subscribe(relay_app, client, receiver.url("/hooks"))
     task = await submit_task(relay_app, client)
@@ -295,7 +295,7 @@ async def test_never_more_requests_at_once_than_dispatch_concurrency(
 async def test_the_dispatcher_role_claims_on_connections_that_keep_one_plan(
     start_relay: Any,
 ) -> None:
-    """Planning the claim anew each call cost more than running it (README: Throughput)."""
+    """Planning the claim anew each call cost more than running it (docs/benchmarks.md)."""
     api = await start_relay(roles="api,dispatcher")
     app = api.server.app
     dispatcher = app[RUNTIME].loop("dispatcher")
