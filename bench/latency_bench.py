@@ -48,7 +48,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from poll_oracle import ClassTimes, oracle_line
+from poll_oracle import ClassTimes, oracle_line, percentile
 
 from relay.cli.localdev import child_process, free_port, postgres_server
 from relay.core.config import Settings
@@ -145,14 +145,6 @@ class Receiver:
         """When the task's terminal webhook arrived, if it did."""
         times = [self.arrivals.get((task_id, kind)) for kind in TERMINAL_TYPES]
         return min((t for t in times if t is not None), default=None)
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def summary(values: Sequence[float], *points: float) -> dict[str, float | int]:
